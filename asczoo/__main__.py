@@ -1,0 +1,5 @@
+import sys
+
+from asczoo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``asczoo`` CLI, one module each (see :mod:`asczoo.cli`)."""

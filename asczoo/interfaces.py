@@ -1,0 +1,110 @@
+"""The interfaces a plugin's parts implement: public API for plugin authors.
+
+Shapes, everywhere in asczoo:
+    clip features     (B, N, 3, F, T)   batch, segment, channel (L, R, L-R), mel band, frame
+    feature maps      (B, N, C, F', T') what relation blocks and heads see
+    relation points   (B, P, C)          P = N * F' * T' points, segment-major then F then T
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+#: The paper's placement names: ``res{stage}_{block}``, stage 1..4, block 1-based.
+PLACEMENT_PATTERN = r"^res([1-9])_([1-9][0-9]*)$"
+
+AFTER_BLOCK = "after_block"
+BEFORE_FINAL_ACTIVATION = "before_final_activation"
+
+
+class Backbone(nn.Module, abc.ABC):
+    """A 2D feature extractor: ``forward(x (B, C_in, F, T)) -> (B, C, F', T')``.
+
+    Besides ``forward``, a backbone tells the host where its residual blocks are, so recipes can
+    place relation blocks in the paper's notation (``res2_1``) without knowing module paths.
+    """
+
+    #: channels of the final feature map
+    num_features: int
+
+    @abc.abstractmethod
+    def block_path(self, placement: str) -> str:
+        """Module path (for ``get_submodule``) of the residual block named ``res{s}_{b}``."""
+
+    @abc.abstractmethod
+    def block_channels(self, placement: str) -> int:
+        """Output channels of that residual block."""
+
+    def final_activation_path(self, placement: str) -> str | None:
+        """Module path of the block's last activation (the sum passes through it), or None if the
+        block ends without one (pre-activation blocks); then "before the final activation" is the
+        same point as "after the block"."""
+        return None
+
+    @abc.abstractmethod
+    def stage_paths(self) -> Sequence[tuple[str, str]]:
+        """``(label, module path)`` of the stem and every stage, in order, for ``asczoo info``."""
+
+
+class SegmentLayout(abc.ABC):
+    """How an inflated backbone lays out a segment sequence internally.
+
+    The host uses it to move between the clip tensor ``(B, N, C, F, T)`` and the backbone's own
+    layout, and to show relation blocks (which run inside the backbone) the ``(B, N, C, F, T)`` view.
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip tensor ``(B, N, C, F, T)`` -> the backbone's input layout."""
+
+    @abc.abstractmethod
+    def exit(self, y: torch.Tensor) -> torch.Tensor:
+        """Backbone output in its layout -> ``(B, N, C', F', T')``."""
+
+    def to_segments(self, y: torch.Tensor) -> torch.Tensor:
+        """An intermediate feature map in the backbone's layout -> ``(B, N, C, F, T)``."""
+        return self.exit(y)
+
+    @abc.abstractmethod
+    def from_segments(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, C, F, T)`` -> the backbone's layout (inverse of :meth:`to_segments`)."""
+
+
+class Inflator(abc.ABC):
+    """Turns a 2D backbone into one that runs on segment sequences, weights carried over."""
+
+    @abc.abstractmethod
+    def inflate(self, backbone: Backbone) -> tuple[Backbone, SegmentLayout]:
+        """Return the backbone to run (module paths unchanged) and its segment layout.
+
+        Parameter names must stay those of the 2D backbone, so that a segment model's state dict
+        initialises the inflated one (the paper's stage 1 -> stage 2 step).
+        """
+
+    def load_2d_state(self, inflated: Backbone, state: Mapping[str, torch.Tensor]) -> None:
+        """Load a 2D backbone's state dict into an inflated backbone (strict)."""
+        inflated.load_state_dict(dict(state), strict=True)
+
+
+class Frontend(abc.ABC):
+    """Audio to model input: ``frontend(waveform (channels, samples), sample_rate) -> (N, 3, F, T)``."""
+
+    #: serialisable configuration, including ``plugin``: enough to rebuild the same frontend
+    config: dict[str, Any]
+    #: ``(N, 3, F, T)`` for a clip of the nominal length
+    output_shape: tuple[int, int, int, int]
+    #: sample rate the frontend works at (inputs at other rates are resampled)
+    sample_rate: int
+
+    @abc.abstractmethod
+    def __call__(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def batch(self, waveforms: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """``(B, channels, samples)`` on any device -> ``(B, N, 3, F, T)`` on the same device."""

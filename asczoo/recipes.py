@@ -1,0 +1,376 @@
+"""Model recipes: ``registry.yaml`` and users' own recipe files.
+
+A registry file is YAML (read with ``yaml.safe_load``)::
+
+    version: 1
+    models:
+      atresn-net-resnet18:
+        description: ATReSN-Net on ResNet-18 (paper, section 3.1)
+        backbone: {plugin: timm-resnet, arch: resnet18}
+        inflator: {plugin: inflate-3d}
+        relation: {plugin: atresn, k: 4, placement: [res2_1, res2_2, res3_1, res3_2]}
+        head:     {plugin: avgpool-fc, dropout: 0.5}
+        frontend: {plugin: dcase-logmel}
+        weights:                      # tags: published weights, `name.tag`
+          dcase2019: {repo_id: org/atresn-net-resnet18, revision: <commit sha>}
+      atresn-net-resnet18-cos:
+        extends: atresn-net-resnet18  # deep-merged over the named recipe
+        relation: {distance: cosine}
+
+Sections name their part with ``plugin``; the other keys are that part's arguments and are checked
+against the factory's signature when the file is read. Users add files through the environment
+variable ``ASCZOO_REGISTRY`` (paths separated by ``os.pathsep``) or :func:`register_recipes`.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import os
+import re
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from asczoo import plugins
+from asczoo.arguments import RecipeError, check_arguments
+from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_PATTERN
+
+SECTIONS = ("backbone", "inflator", "relation", "head", "frontend")
+SECTION_KIND = {
+    "backbone": "backbone",
+    "inflator": "inflator",
+    "relation": "relation_block",
+    "head": "head",
+    "frontend": "frontend",
+}
+#: parameters the host passes to factories itself; recipes may not set them
+HOST_SUPPLIED = {
+    "backbone": (),
+    "inflator": (),
+    "relation": ("channels",),
+    "head": ("in_features", "num_classes"),
+    "frontend": (),
+}
+#: keys of a ``relation`` section that the host consumes (placement), not the block factory
+RELATION_HOST_KEYS = ("placement", "position", "per_placement")
+RECIPE_KEYS = {*SECTIONS, "description", "extends", "num_classes", "classes", "weights", "paper", "notes"}
+REQUIRED_SECTIONS = ("backbone", "inflator", "head", "frontend")
+FILE_KEYS = {"version", "models"}
+WEIGHT_KEYS = {"repo_id", "revision", "description", "metrics", "license", "default"}
+_MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_PLACEMENT_RE = re.compile(PLACEMENT_PATTERN)
+ENV_VAR = "ASCZOO_REGISTRY"
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``base`` with ``override`` merged in: mappings merge key by key, other values replace.
+
+    An override value of ``None`` for a section removes it (``{"relation": None}`` drops the block).
+    """
+    merged = copy.deepcopy(dict(base))
+    for key, value in (override or {}).items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+class RecipeEntry:
+    """One named recipe: its raw mapping, where it came from, and whether its parts are available."""
+
+    def __init__(self, name: str, raw: dict[str, Any], origin: str, owner: str) -> None:
+        self.name = name
+        self.raw = raw
+        self.origin = origin
+        self.owner = owner
+        self.resolved: dict[str, Any] | None = None
+        self.unavailable: str = ""  # reason, when a part's plugin is not loaded
+
+
+class RecipeRegistry:
+    """All recipes known to this process, resolved (``extends`` applied) and validated."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, RecipeEntry] = {}
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def add_source(self, source: Any, *, owner: str, strict: bool) -> list[str]:
+        """Read one file or mapping; ``strict`` raises on parts no plugin provides, else marks the
+        recipe unavailable (used for plugins' own files, so a disabled plugin does not break listing)."""
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            origin = str(path)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise RecipeError(f"{origin}: cannot read recipe file: {exc.strerror or exc}") from exc
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
+        elif isinstance(source, Mapping):
+            origin = f"<recipes from {owner}>"
+            data = copy.deepcopy(dict(source))
+        else:
+            raise RecipeError(f"recipe source from {owner!r} must be a path or a mapping, got {type(source).__name__}")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise RecipeError(f"{origin}: expected a mapping with a 'models' key at the top level")
+        unknown = set(data) - FILE_KEYS
+        if unknown:
+            raise RecipeError(
+                f"{origin}: unknown top-level key(s) {', '.join(sorted(map(repr, unknown)))}; "
+                f"expected {', '.join(sorted(FILE_KEYS))}"
+            )
+        if data.get("version", 1) != 1:
+            raise RecipeError(f"{origin}: key 'version' is {data.get('version')!r}; this asczoo reads version 1")
+        models = data.get("models") or {}
+        if not isinstance(models, dict):
+            raise RecipeError(f"{origin}: key 'models' must be a mapping of recipe names to recipes")
+        added = []
+        for name, raw in models.items():
+            where = f"{origin}: recipe {name!r}"
+            if not isinstance(name, str) or not _MODEL_NAME_RE.match(name):
+                raise RecipeError(f"{origin}: recipe name {name!r} must be lower-case letters, digits, '-' or '_'")
+            if name in self.entries:
+                raise RecipeError(
+                    f"{where} is defined twice: in {self.entries[name].origin} and in {origin}"
+                )
+            if not isinstance(raw, dict):
+                raise RecipeError(f"{where}: expected a mapping of sections, got {type(raw).__name__}")
+            self.entries[name] = RecipeEntry(name, raw, origin, owner)
+            added.append(name)
+        for name in added:  # resolve after all of the file's names exist (extends may point forward)
+            try:
+                self._resolve(name, strict=strict)
+            except RecipeError:
+                for n in added:
+                    self.entries.pop(n, None)
+                raise
+        return added
+
+    def _resolve(self, name: str, *, strict: bool, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+        entry = self.entries[name]
+        if entry.resolved is not None:
+            return entry.resolved
+        where = f"{entry.origin}: recipe {name!r}"
+        raw = entry.raw
+        unknown = set(raw) - RECIPE_KEYS
+        if unknown:
+            raise RecipeError(
+                f"{where}: unknown key(s) {', '.join(sorted(map(repr, unknown)))}; "
+                f"expected some of {', '.join(sorted(RECIPE_KEYS))}"
+            )
+        body = {k: v for k, v in raw.items() if k != "extends"}
+        parent = raw.get("extends")
+        if parent is not None:
+            if not isinstance(parent, str) or parent not in self.entries:
+                raise RecipeError(f"{where}: key 'extends' names {parent!r}, which is not a known recipe")
+            if parent in chain or parent == name:
+                raise RecipeError(f"{where}: key 'extends' forms a cycle: {' -> '.join((*chain, name, parent))}")
+            parent_resolved = self._resolve(parent, strict=strict, chain=(*chain, name))
+            base = {k: v for k, v in parent_resolved.items() if k not in ("weights", "description")}
+            body = deep_merge(base, body)
+            if self.entries[parent].unavailable and not entry.unavailable:
+                entry.unavailable = self.entries[parent].unavailable
+        try:
+            resolved = validate_recipe(body, where=where)
+        except UnavailablePart as exc:
+            if strict:
+                raise RecipeError(str(exc)) from None
+            entry.unavailable = str(exc)
+            resolved = body
+        entry.resolved = resolved
+        return resolved
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def names(self, pattern: str = "*", *, include_unavailable: bool = False) -> list[str]:
+        return sorted(
+            n for n, e in self.entries.items()
+            if fnmatch.fnmatchcase(n, pattern) and (include_unavailable or not e.unavailable)
+        )
+
+    def get(self, name: str) -> RecipeEntry:
+        if name not in self.entries:
+            close = [n for n in self.entries if name.split("-")[0] in n][:5]
+            hint = f"; similar: {', '.join(sorted(close))}" if close else ""
+            raise KeyError(f"no model named {name!r} in the registry{hint} (see `asczoo list`)")
+        entry = self.entries[name]
+        if entry.unavailable:
+            raise KeyError(f"model {name!r} cannot be built here: {entry.unavailable}")
+        return entry
+
+
+class UnavailablePart(RecipeError):
+    """A recipe names a part that no loaded plugin provides."""
+
+
+def validate_recipe(recipe: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """Check a fully merged recipe (sections, plugin names, arguments, weights); return it normalised."""
+    unknown = set(recipe) - RECIPE_KEYS
+    if unknown:
+        raise RecipeError(
+            f"{where}: unknown key(s) {', '.join(sorted(map(repr, unknown)))}; "
+            f"expected some of {', '.join(sorted(RECIPE_KEYS - {'extends'}))}"
+        )
+    for section in REQUIRED_SECTIONS:
+        if recipe.get(section) is None:
+            raise RecipeError(f"{where}: missing section {section!r} (a mapping with a 'plugin' key)")
+    out = copy.deepcopy(recipe)
+    out.setdefault("relation", None)
+    num_classes = out.get("num_classes")
+    classes = out.get("classes")
+    if classes is not None:
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or not classes:
+            raise RecipeError(f"{where}: key 'classes' must be a non-empty list of strings")
+        if len(set(classes)) != len(classes):
+            raise RecipeError(f"{where}: key 'classes' has duplicate names")
+        if num_classes is not None and num_classes != len(classes):
+            raise RecipeError(
+                f"{where}: key 'num_classes' is {num_classes} but 'classes' lists {len(classes)} names"
+            )
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
+        raise RecipeError(f"{where}: key 'num_classes' must be a positive integer, got {num_classes!r}")
+    for section in SECTIONS:
+        spec = out.get(section)
+        if spec is None:
+            continue
+        swhere = f"{where}, section {section!r}"
+        if not isinstance(spec, dict):
+            raise RecipeError(f"{swhere}: expected a mapping with a 'plugin' key, got {type(spec).__name__}")
+        plugin = spec.get("plugin")
+        if not isinstance(plugin, str):
+            raise RecipeError(f"{swhere}: key 'plugin' must name a registered {SECTION_KIND[section].replace('_', ' ')}")
+        args = {k: v for k, v in spec.items() if k != "plugin"}
+        if section == "relation":
+            args = _check_relation_host_keys(args, swhere)
+        try:
+            part = plugins.get_part(SECTION_KIND[section], plugin)
+        except plugins.UnknownPartError as exc:
+            raise UnavailablePart(f"{swhere}: key 'plugin': {exc}") from None
+        check_arguments(part.factory, args, where=swhere, supplied_by_host=HOST_SUPPLIED[section])
+        if section == "relation":
+            for placement, extra in (spec.get("per_placement") or {}).items():
+                check_arguments(
+                    part.factory, deep_merge(args, extra),
+                    where=f"{swhere}, per_placement {placement!r}", supplied_by_host=HOST_SUPPLIED[section],
+                )
+    _check_weights(out.get("weights"), where)
+    return out
+
+
+def _check_relation_host_keys(args: dict[str, Any], where: str) -> dict[str, Any]:
+    placement = args.pop("placement", None)
+    if placement is None or not isinstance(placement, list) or not placement:
+        raise RecipeError(f"{where}: key 'placement' must be a non-empty list such as [res2_1, res2_2]")
+    for item in placement:
+        if not isinstance(item, str) or not _PLACEMENT_RE.match(item):
+            raise RecipeError(f"{where}: key 'placement' has {item!r}; expected names like 'res2_1' (stage 2, block 1)")
+    if len(set(placement)) != len(placement):
+        raise RecipeError(f"{where}: key 'placement' lists a block twice")
+    position = args.pop("position", AFTER_BLOCK)
+    if position not in (AFTER_BLOCK, BEFORE_FINAL_ACTIVATION):
+        raise RecipeError(
+            f"{where}: key 'position' is {position!r}; expected {AFTER_BLOCK!r} or {BEFORE_FINAL_ACTIVATION!r}"
+        )
+    per = args.pop("per_placement", None) or {}
+    if not isinstance(per, dict):
+        raise RecipeError(f"{where}: key 'per_placement' must map placements to option mappings")
+    for key, extra in per.items():
+        if key not in placement:
+            raise RecipeError(f"{where}: key 'per_placement' names {key!r}, which is not in 'placement'")
+        if not isinstance(extra, dict):
+            raise RecipeError(f"{where}: per_placement {key!r} must be a mapping of options")
+    return args
+
+
+def _check_weights(weights: Any, where: str) -> None:
+    if weights is None:
+        return
+    if not isinstance(weights, dict):
+        raise RecipeError(f"{where}: key 'weights' must map tags to {{repo_id, revision}}")
+    for tag, spec in weights.items():
+        twhere = f"{where}, weights tag {tag!r}"
+        if not isinstance(tag, str) or not _TAG_RE.match(tag):
+            raise RecipeError(f"{twhere}: tag must be lower-case letters, digits, '-' or '_'")
+        if not isinstance(spec, dict):
+            raise RecipeError(f"{twhere}: expected a mapping with 'repo_id' and 'revision'")
+        unknown = set(spec) - WEIGHT_KEYS
+        if unknown:
+            raise RecipeError(f"{twhere}: unknown key(s) {', '.join(sorted(map(repr, unknown)))}")
+        if not isinstance(spec.get("repo_id"), str) or "/" not in spec["repo_id"]:
+            raise RecipeError(f"{twhere}: key 'repo_id' must be a Hub repository id like 'org/name'")
+        if not isinstance(spec.get("revision"), str) or not spec["revision"]:
+            raise RecipeError(f"{twhere}: key 'revision' must pin a commit (40 hex digits) or a tag")
+
+
+# -- process-wide registry ----------------------------------------------------------------------
+
+_REGISTRY: RecipeRegistry | None = None
+_USER_SOURCES: list[Any] = []
+_LOCK = threading.RLock()
+
+
+def registry() -> RecipeRegistry:
+    """All recipes: plugins' files first, then ``ASCZOO_REGISTRY`` files, then :func:`register_recipes`."""
+    global _REGISTRY
+    with _LOCK:
+        if _REGISTRY is None:
+            reg = RecipeRegistry()
+            host = plugins.host()
+            for src in host.recipe_sources:
+                try:
+                    reg.add_source(src.source, owner=src.owner, strict=False)
+                except RecipeError as exc:
+                    if host.strict:
+                        raise
+                    warnings.warn(f"recipes from plugin {src.owner!r} skipped: {exc}", RuntimeWarning, stacklevel=2)
+            for path in filter(None, os.environ.get(ENV_VAR, "").split(os.pathsep)):
+                reg.add_source(path, owner=f"${ENV_VAR}", strict=True)
+            for src in _USER_SOURCES:
+                reg.add_source(src, owner="register_recipes()", strict=True)
+            _REGISTRY = reg
+        return _REGISTRY
+
+
+def register_recipes(source: str | os.PathLike | Mapping[str, Any]) -> list[str]:
+    """Add recipes from a YAML file (or a mapping laid out like one); returns the names added.
+
+    The recipes are validated at once, strictly: an unknown plugin, key or wrong type raises
+    :class:`~asczoo.arguments.RecipeError` naming the file, the recipe and the key.
+    """
+    with _LOCK:
+        names = registry().add_source(source, owner="register_recipes()", strict=True)
+        _USER_SOURCES.append(source)
+        return names
+
+
+def invalidate() -> None:
+    """Drop the resolved registry; it is rebuilt on next use (plugins changed)."""
+    global _REGISTRY
+    with _LOCK:
+        _REGISTRY = None
+
+
+def forget_user_recipes() -> None:
+    """Remove recipes added with :func:`register_recipes` (tests)."""
+    with _LOCK:
+        _USER_SOURCES.clear()
+        invalidate()
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """``"arch.tag"`` -> ``("arch", "tag")``; ``"arch"`` -> ``("arch", None)``."""
+    if not isinstance(name, str) or not name:
+        raise KeyError(f"model name must be a non-empty string, got {name!r}")
+    arch, _, tag = name.partition(".")
+    return arch, (tag or None)

@@ -1,0 +1,37 @@
+"""Shared fixtures: every test starts from freshly loaded plugins and no user recipes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Tests must not reach for the network, even where it exists.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registries(monkeypatch):
+    """Isolate plugin/recipe state changed by a test (env vars, in-process plugins, user recipes)."""
+    from asczoo import plugins, recipes
+
+    for var in ("ASCZOO_STRICT_PLUGINS", "ASCZOO_DISABLE_PLUGINS", "ASCZOO_REGISTRY"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+    changed = recipes._USER_SOURCES or plugins._IN_PROCESS or os.environ.get("ASCZOO_REGISTRY") \
+        or os.environ.get("ASCZOO_DISABLE_PLUGINS") or os.environ.get("ASCZOO_STRICT_PLUGINS")
+    monkeypatch.undo()
+    if changed or getattr(plugins, "_TOUCHED", False):
+        plugins._IN_PROCESS.clear()
+        recipes.forget_user_recipes()
+        plugins.reset()
+
+
+@pytest.fixture
+def tiny():
+    """A copy of asczoo.testing.TINY_OVERRIDES."""
+    from asczoo.testing import tiny_overrides
+
+    return tiny_overrides()

@@ -1,0 +1,121 @@
+"""registry.yaml and user recipe files: validation errors name the file, the recipe and the key."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+import asczoo
+from asczoo import recipes
+from asczoo.testing import TINY_OVERRIDES
+
+
+def _write(tmp_path, text, name="my_models.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+GOOD = """
+    version: 1
+    models:
+      my-resnet:
+        extends: resnet18-3d
+        description: a user's narrow 3D ResNet
+        backbone: {channels: [8, 16, 32, 64], stem_width: 8}
+        head: {dropout: 0.1}
+"""
+
+
+def test_user_recipe_file_via_python_call(tmp_path):
+    path = _write(tmp_path, GOOD)
+    assert asczoo.register_recipes(path) == ["my-resnet"]
+    assert "my-resnet" in asczoo.list_models("my-*")
+    model = asczoo.create_model("my-resnet")
+    assert model.backbone.num_features == 64
+    assert model.head.dropout.p == 0.1
+
+
+def test_user_recipe_file_via_environment(tmp_path, monkeypatch):
+    path = _write(tmp_path, GOOD)
+    monkeypatch.setenv("ASCZOO_REGISTRY", str(path))
+    recipes.invalidate()
+    assert "my-resnet" in asczoo.list_models()
+
+
+@pytest.mark.parametrize(
+    "section, expected",
+    [
+        ("backbone: {plugin: no-such-backbone}", r"my_models.yaml: recipe 'bad', section 'backbone': key 'plugin': no backbone named 'no-such-backbone'"),
+        ("head: {plugin: avgpool-fc, dropuot: 0.5}", r"recipe 'bad', section 'head': unknown key 'dropuot'; this part accepts: dropout"),
+        ("head: {plugin: avgpool-fc, dropout: high}", r"recipe 'bad', section 'head': key 'dropout' has value 'high' of type str; expected number"),
+        ("inflator: {plugin: inflate-3d, mode: sideways}", r"section 'inflator': key 'mode' has value 'sideways'.*expected one of 'folded', 'conv3d'"),
+        ("backbone: [timm-resnet]", r"section 'backbone': expected a mapping with a 'plugin' key"),
+        ("head: {plugin: avgpool-fc, num_classes: 3}", r"key 'num_classes' is set by asczoo itself"),
+        ("bakcbone: {plugin: timm-resnet}", r"recipe 'bad': unknown key\(s\) 'bakcbone'"),
+        ("num_classes: -2", r"key 'num_classes' must be a positive integer"),
+        ("relation: {plugin: avgpool-fc, placement: [res2_1]}", r"section 'relation': key 'plugin': no relation block named 'avgpool-fc'"),
+        ("weights: {v1: {repo_id: nobody}}", r"weights tag 'v1': key 'repo_id' must be a Hub repository id"),
+    ],
+)
+def test_invalid_recipes_name_the_file_recipe_and_key(tmp_path, section, expected):
+    path = _write(tmp_path, f"""
+        models:
+          bad:
+            extends: resnet18-3d
+            {section}
+    """)
+    with pytest.raises(asczoo.RecipeError, match=expected):
+        asczoo.register_recipes(path)
+    assert "bad" not in asczoo.list_models()
+
+
+def test_file_level_errors(tmp_path):
+    with pytest.raises(asczoo.RecipeError, match="unknown top-level key"):
+        asczoo.register_recipes(_write(tmp_path, "model: {}\n"))
+    with pytest.raises(asczoo.RecipeError, match="not valid YAML"):
+        asczoo.register_recipes(_write(tmp_path, "models: {a: [\n", name="broken.yaml"))
+    with pytest.raises(asczoo.RecipeError, match="cannot read recipe file"):
+        asczoo.register_recipes(tmp_path / "missing.yaml")
+    with pytest.raises(asczoo.RecipeError, match="missing section 'frontend'"):
+        asczoo.register_recipes({"models": {"x": {
+            "backbone": {"plugin": "timm-resnet"}, "inflator": {"plugin": "inflate-3d"}, "head": {"plugin": "avgpool-fc"},
+        }}})
+    with pytest.raises(asczoo.RecipeError, match="defined twice"):
+        asczoo.register_recipes({"models": {"resnet18-3d": {"extends": "resnet18-segments"}}})
+    with pytest.raises(asczoo.RecipeError, match="'extends' names 'ghost'"):
+        asczoo.register_recipes({"models": {"y": {"extends": "ghost"}}})
+
+
+def test_yaml_is_read_safely(tmp_path):
+    path = _write(tmp_path, "models: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(asczoo.RecipeError, match="not valid YAML"):
+        asczoo.register_recipes(path)
+
+
+def test_overrides_are_validated_like_recipes():
+    with pytest.raises(asczoo.RecipeError, match="create_model.*section 'head': unknown key 'dropuot'"):
+        asczoo.create_model("resnet18-3d", overrides={"head": {"dropuot": 0.1}})
+    # removing a section by override
+    model = asczoo.create_model("resnet18-3d", overrides={**TINY_OVERRIDES, "relation": None})
+    assert len(model.relations) == 0
+
+
+def test_backbone_keys_pass_through_to_timm():
+    model = asczoo.create_model("resnet18-3d", overrides={**TINY_OVERRIDES, "backbone": {**TINY_OVERRIDES["backbone"], "drop_rate": 0.25}})
+    assert model.backbone.model.drop_rate == 0.25
+    with pytest.raises(TypeError):
+        asczoo.create_model("resnet18-3d", overrides={"backbone": {"not_a_timm_arg": 1}})
+
+
+def test_arch_tag_names_select_pinned_weights():
+    asczoo.register_recipes({"models": {"tagged": {
+        "extends": "resnet18-3d",
+        "weights": {"v1": {"repo_id": "someone/tagged", "revision": "0" * 40, "default": True}},
+    }}})
+    assert "tagged.v1" in asczoo.list_pretrained()
+    model = asczoo.create_model("tagged.v1", overrides=TINY_OVERRIDES)
+    assert model.tag == "v1" and model.name == "tagged"
+    assert model(torch.randn(1, *model.input_shape)).shape == (1, 10)
