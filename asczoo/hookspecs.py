@@ -115,3 +115,12 @@ def asczoo_register_recipes(register):
     ``source`` is a path to a YAML file laid out like ``registry.yaml`` or an already-parsed mapping.
     The recipes are validated with the same rules as ``registry.yaml``.
     """
+
+
+@hookspec
+def asczoo_register_training_recipes(register):
+    """Register training recipes: ``register(source)``.
+
+    ``source`` is a path to a YAML file of training recipes (the two-stage paper recipes, a
+    quick-start) or an already-parsed mapping; ``asczoo train NAME`` finds them by name.
+    """

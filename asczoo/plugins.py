@@ -41,6 +41,7 @@ PART_HOOKS: dict[str, str] = {
     "augmentation": "asczoo_register_augmentations",
 }
 RECIPE_HOOK = "asczoo_register_recipes"
+TRAINING_RECIPE_HOOK = "asczoo_register_training_recipes"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -109,6 +110,7 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.parts: dict[str, dict[str, Part]] = {kind: {} for kind in PART_HOOKS}
         self.recipe_sources: list[RecipeSource] = []
+        self.training_recipe_sources: list[RecipeSource] = []
         self.records: dict[str, PluginRecord] = {}
         self.strict = _env_flag("ASCZOO_STRICT_PLUGINS")
         self.disabled = _disabled_names()
@@ -166,12 +168,15 @@ class PluginHost:
             return False
         staged: list[Part] = []
         staged_recipes: list[RecipeSource] = []
+        staged_training: list[RecipeSource] = []
         try:
             for kind, hook_name in PART_HOOKS.items():
                 for impl in self._impls(hook_name, plugin):
                     impl.function(register=self._make_register(kind, name, staged))
             for impl in self._impls(RECIPE_HOOK, plugin):
                 impl.function(register=lambda source: staged_recipes.append(RecipeSource(source, name)))
+            for impl in self._impls(TRAINING_RECIPE_HOOK, plugin):
+                impl.function(register=lambda source: staged_training.append(RecipeSource(source, name)))
         except Exception as exc:  # noqa: BLE001 - isolate any registration failure
             self.pm.unregister(plugin)
             self._fail(name, source, exc, version=version)
@@ -179,6 +184,7 @@ class PluginHost:
         for part in staged:
             self.parts[part.kind][part.name] = part
         self.recipe_sources.extend(staged_recipes)
+        self.training_recipe_sources.extend(staged_training)
         self.records[name] = PluginRecord(
             name, source, "loaded", parts=[f"{p.kind}:{p.name}" for p in staged], version=version
         )
