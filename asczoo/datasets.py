@@ -1,0 +1,343 @@
+"""Datasets by name, and what dataset plugins share: setup files, location-keeping splits, clips.
+
+``create_dataset(name, root, split=..., fold=..., frontend=..., cache_dir=...)`` looks the dataset
+plugin up and returns a :class:`ClipDataset`: a torch ``Dataset`` of ``(features, label)`` with
+``features`` float32 ``(N, 3, F, T)`` and ``label`` the class index (-1 in the unlabelled test split).
+
+Splits: ``train``, ``evaluate`` (labelled), ``test`` (the evaluation files without labels) and ``all``
+(every file the dataset knows, labelled where it can be; feature extraction and ``check-data`` use it).
+
+Without ``cache_dir`` features are computed from the audio on every access; with it they are read
+from the feature cache (:mod:`asczoo.feature_cache`), which is built first if it does not cover the
+dataset's files yet. Bad inputs (:mod:`asczoo.data_checks`) raise :class:`DataError` by default;
+``skip_bad=True`` leaves them out and lists them in ``dataset.skipped``. Without a cache that means
+reading every file once when the dataset is first used, so prefer a cache for large datasets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from asczoo import plugins
+from asczoo.arguments import check_arguments
+from asczoo.audio import is_audio_file
+from asczoo.data_checks import DataError, Problem, check_audio, check_listing, raise_if_errors
+from asczoo.frontend import resolve_frontend
+from asczoo.interfaces import Frontend
+
+SPLITS = ("train", "evaluate", "test", "all")
+#: arguments every dataset factory receives from :func:`create_dataset` itself
+HOST_ARGUMENTS = ("root", "split", "fold", "frontend", "cache_dir")
+
+#: column names accepted for the file, label and recording-location columns of a table
+FILE_COLUMNS = ("filename", "file", "path", "audio", "file_name")
+LABEL_COLUMNS = ("scene_label", "label", "class", "scene", "target")
+GROUP_COLUMNS = ("identifier", "location", "group", "recording", "location_id")
+
+#: DCASE file names ``scene-city-location-segment-device``: the location is ``city-location``
+DCASE_NAME = re.compile(r"^[a-z_]+-(?P<location>[a-z]+-\d+)-\d+(?:-[a-z0-9]+)?$")
+
+__all__ = [
+    "SPLITS", "Clip", "ClipDataset", "DataError", "create_dataset", "read_table", "read_setup_file",
+    "find_setup_file", "location_split", "location_of",
+]
+
+
+def create_dataset(
+    name: str,
+    root: str | os.PathLike,
+    *,
+    split: str = "train",
+    fold: int | None = 1,
+    frontend: Frontend | Mapping[str, Any] | str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **options: Any,
+) -> "ClipDataset":
+    """The dataset plugin ``name`` over the data at ``root``.
+
+    ``split``: ``train``, ``evaluate``, ``test`` or ``all``. ``fold``: the development-set fold (None
+    makes a location-keeping split of its own, see the plugin's options). ``frontend``: a frontend, its
+    config or None (``dcase-logmel`` defaults). ``cache_dir``: read features from a feature cache there.
+    ``options`` go to the plugin (checked against its signature), e.g. ``skip_bad=True``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"dataset {name!r}: split {split!r} is not one of {', '.join(SPLITS)}")
+    part = plugins.get_part("dataset", name)
+    check_arguments(part.factory, options, where=f"dataset {name!r}", supplied_by_host=HOST_ARGUMENTS)
+    return part.factory(str(root), split=split, fold=fold, frontend=resolve_frontend(frontend),
+                        cache_dir=None if cache_dir is None else str(cache_dir), **options)
+
+
+# -- clips and the dataset -----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    """One listed audio file."""
+
+    #: the path as listed (relative to the dataset root, e.g. ``audio/airport-barcelona-0-0-a.wav``)
+    file: str
+    #: absolute path on disk
+    path: str
+    #: class index, -1 when unlabelled
+    label: int
+    #: recording location (DCASE ``identifier``); clips of one location stay on one side of a split
+    identifier: str
+
+
+class ClipDataset(Dataset):
+    """Labelled clips -> ``(features float32 (N, 3, F, T), label)``, from audio or a feature cache.
+
+    Attributes: ``classes`` (list of class names, index = label), ``files`` (paths relative to
+    ``root``, as listed), ``labels``, ``identifiers``, ``root``, ``split``, ``frontend`` and
+    ``skipped`` (the :class:`~asczoo.data_checks.Problem` list of files left out with ``skip_bad``).
+    ``entries`` are the clips as listed, before any audio was read.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        root: str | os.PathLike,
+        split: str,
+        listing: Sequence[tuple[str, str | None, str]],
+        classes: Sequence[str],
+        frontend: Frontend | Mapping[str, Any] | str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        skip_bad: bool = False,
+        source: str = "",
+        identity: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``listing``: ``(file, label or None, identifier)`` as read; ``source``: the list's name for
+        messages; ``identity``: what, besides name and root, determines the file lists (fold, options),
+        recorded in the cache manifest so a cache can be matched to this dataset."""
+        self.name = name
+        self.root = Path(root).resolve()
+        self.split = split
+        self.classes = list(classes)
+        self.frontend = resolve_frontend(frontend)
+        self.skip_bad = bool(skip_bad)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.identity = {"dataset": name, "root": str(self.root), **dict(identity or {})}
+        where = f"dataset {name!r} ({split}) at {self.root}"
+        keep, problems = check_listing(
+            [(f, lab) for f, lab, _ in listing], self.classes, lambda f: (self.root / f).is_file(),
+            source=source or "the file list",
+        )
+        if not self.skip_bad:
+            raise_if_errors(problems, where, "Fix them, or pass skip_bad=True (--skip-bad) to leave them out.")
+        self.skipped: list[Problem] = list(problems)
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.entries = [
+            Clip(f, str(self.root / f), -1 if lab is None else index[lab], ident)
+            for f, lab, ident in (listing[i] for i in keep)
+        ]
+        self._clips: list[Clip] | None = None
+        self._store = None
+        if self.cache_dir is not None:
+            from asczoo import feature_cache  # local: feature_cache builds datasets
+
+            self._store, self._clips, bad = feature_cache.attach(self)
+            self.skipped.extend(bad)
+
+    # -- the file list, after audio checks ---------------------------------------------------------
+
+    @property
+    def clips(self) -> list[Clip]:
+        if self._clips is None:
+            self._clips = self._scan() if self.skip_bad else list(self.entries)
+        return self._clips
+
+    @property
+    def files(self) -> list[str]:
+        return [c.file for c in self.clips]
+
+    @property
+    def labels(self) -> list[int]:
+        return [c.label for c in self.clips]
+
+    @property
+    def identifiers(self) -> list[str]:
+        return [c.identifier for c in self.clips]
+
+    def _scan(self) -> list[Clip]:
+        from asczoo.data_checks import check_files
+
+        found = check_files({c.file: c.path for c in self.entries}, self.frontend, progress=False)
+        bad = {p.path for p in found if p.severity == "error"}
+        self.skipped.extend(p for p in found if p.path in bad)
+        return [c for c in self.entries if c.file not in bad]
+
+    # -- torch Dataset -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        clip = self.clips[index]
+        if self._store is not None:
+            return self._store.features(clip.file), clip.label
+        problems, waveform, rate = check_audio(
+            clip.path, sample_rate=self.frontend.sample_rate,
+            clip_seconds=float(self.frontend.config.get("clip_seconds", 10.0)), name=clip.file,
+        )
+        raise_if_errors(problems, f"dataset {self.name!r} ({self.split}) at {self.root}")
+        return self.frontend(waveform, rate).to(torch.float32), clip.label
+
+    def path(self, index: int) -> str:
+        """Absolute path of clip ``index``."""
+        return self.clips[index].path
+
+    def normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)``, each ``(3, n_mels)``: the training split's statistics from the feature cache."""
+        if self._store is None:
+            raise ValueError(f"dataset {self.name!r} has no feature cache; pass cache_dir=..., or use "
+                             "asczoo.feature_cache.compute_normalization(dataset)")
+        return self._store.normalization()
+
+    def __repr__(self) -> str:
+        cache = f", cache={str(self.cache_dir)!r}" if self.cache_dir else ""
+        return (f"ClipDataset({self.name!r}, split={self.split!r}, clips={len(self.entries)}, "
+                f"classes={len(self.classes)}, root={str(self.root)!r}{cache})")
+
+
+# -- tables and setup files ------------------------------------------------------------------------------
+
+def read_table(path: str | os.PathLike) -> tuple[list[str] | None, list[list[str]]]:
+    """A tab- or comma-separated text file: ``(header or None, rows)``.
+
+    The delimiter is a tab if the first line has one, else a comma. The first line is a header when
+    its first field is not an audio file name (``filename``, ``file``, ...). Blank lines are skipped.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found",
+                        [Problem(str(path), "missing-setup", "file not found")]) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason})",
+                        [Problem(str(path), "missing-setup", f"not a UTF-8 text file ({exc.reason})")]) from None
+    lines = [line.rstrip("\r\n") for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None, []
+    sep = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else None)
+    rows = [[field.strip() for field in (line.split(sep) if sep else [line])] for line in lines]
+    header = None
+    if not is_audio_file(rows[0][0]):
+        header = [h.lower() for h in rows[0]]
+        rows = rows[1:]
+    return header, rows
+
+
+def _column(header: list[str] | None, names: Sequence[str], default: int | None) -> int | None:
+    if header is None:
+        return default
+    for name in names:
+        if name in header:
+            return header.index(name)
+    return None
+
+
+def read_labelled_table(path: str | os.PathLike) -> list[tuple[str, str | None, str | None]]:
+    """``(file, label or None, group or None)`` rows of a table with or without a header.
+
+    Without a header the columns are file, label, group (DCASE meta.csv order is file, label,
+    identifier). With one, they are found by name (``filename``/``file``, ``scene_label``/``label``,
+    ``identifier``/``location``).
+    """
+    header, rows = read_table(path)
+    fcol = _column(header, FILE_COLUMNS, 0)
+    lcol = _column(header, LABEL_COLUMNS, 1)
+    gcol = _column(header, GROUP_COLUMNS, 2)
+    if fcol is None:
+        raise DataError(f"{path}: no file column; expected one of {', '.join(FILE_COLUMNS)} in the header {header}",
+                        [Problem(str(path), "missing-setup", f"no file column in the header {header}")])
+    out = []
+    for number, row in enumerate(rows, start=2 if header else 1):
+        if fcol >= len(row) or not row[fcol]:
+            raise DataError(f"{path}, line {number}: no file name in {row}",
+                            [Problem(str(path), "missing-setup", f"line {number}: no file name")])
+        label = row[lcol] if lcol is not None and lcol < len(row) and row[lcol] else None
+        group = row[gcol] if gcol is not None and gcol < len(row) and row[gcol] else None
+        out.append((row[fcol], label, group))
+    return out
+
+
+def read_setup_file(path: str | os.PathLike) -> list[tuple[str, str | None]]:
+    """``(file, label or None)`` rows of a DCASE setup file (``fold1_train.csv``/``.txt`` and the like)."""
+    return [(f, label) for f, label, _ in read_labelled_table(path)]
+
+
+def find_setup_file(root: str | os.PathLike, fold: int, part: str,
+                    extensions: Sequence[str] = (".csv", ".txt")) -> Path:
+    """``evaluation_setup/fold{fold}_{part}`` with the first extension that exists."""
+    tried = [Path(root) / "evaluation_setup" / f"fold{fold}_{part}{ext}" for ext in extensions]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    names = " or ".join(str(t) for t in tried)
+    raise DataError(f"setup file for fold {fold} ({part}) not found: tried {names}",
+                    [Problem(str(tried[0].with_suffix("")) + ".*", "missing-setup",
+                             f"no fold {fold} {part} list (tried {', '.join(e for e in extensions)})")])
+
+
+# -- recording locations and splits ------------------------------------------------------------------------
+
+def location_of(file: str, pattern: str | re.Pattern[str] | None = None) -> str:
+    """The recording location of a file from its name.
+
+    ``pattern``: a regular expression searched in the file's stem; its group ``location`` (or first
+    group, or whole match) is the location. By default DCASE names ``scene-city-location-segment-device``
+    give ``city-location``; other names are their own location (each file alone).
+    """
+    stem = Path(file).stem
+    if pattern is None:
+        match = DCASE_NAME.match(stem)
+        return match.group("location") if match else stem
+    match = re.search(pattern, stem)
+    if not match:
+        return stem
+    if "location" in match.re.groupindex:
+        return match.group("location")
+    return match.group(1) if match.re.groups else match.group(0)
+
+
+def location_split(groups: Sequence[str], labels: Sequence[Any], evaluate_fraction: float, seed: int) -> list[bool]:
+    """Which clips go to the evaluation side (True) so that no location crosses the split.
+
+    Locations are assigned whole, class by class (a location counts for its most frequent label):
+    each class's locations are shuffled with ``seed`` and moved to the evaluation side until it holds
+    at least ``evaluate_fraction`` of that class's clips. Each class with two or more locations keeps at
+    least one on each side.
+    """
+    if not 0.0 < evaluate_fraction < 1.0:
+        raise ValueError(f"evaluate_fraction must be between 0 and 1, got {evaluate_fraction!r}")
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    by_class: dict[Any, list[str]] = defaultdict(list)
+    for g, idx in members.items():
+        majority = Counter(labels[i] for i in idx).most_common(1)[0][0]
+        by_class[majority].append(g)
+    rng = random.Random(seed)
+    evaluate: set[str] = set()
+    for label in sorted(by_class, key=str):
+        locations = sorted(by_class[label])
+        rng.shuffle(locations)
+        total = sum(len(members[g]) for g in locations)
+        taken = 0
+        for g in locations[:-1] if len(locations) > 1 else []:
+            if taken >= evaluate_fraction * total:
+                break
+            evaluate.add(g)
+            taken += len(members[g])
+    return [g in evaluate for g in groups]
