@@ -1,0 +1,31 @@
+"""``asczoo export MODEL --format onnx OUT.onnx``: a trained model as an ONNX file, checked with onnxruntime."""
+
+from __future__ import annotations
+
+COMMAND = "export"
+HELP = "export a model to ONNX (features -> logits), verified against PyTorch with onnxruntime"
+
+
+def add_arguments(parser) -> None:
+    from asczoo.export import DEFAULT_OPSET, FORMATS
+
+    parser.add_argument("model", help="a trained model: folder, hf-hub:org/name[@revision], org/name, or arch.tag")
+    parser.add_argument("output", metavar="OUT", help="file to write, e.g. model.onnx")
+    parser.add_argument("--format", choices=FORMATS, default="onnx", help="export format (onnx)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset version ({DEFAULT_OPSET})")
+    parser.add_argument("--static-batch", action="store_true", help="fix the batch size (2) instead of a dynamic axis")
+    parser.add_argument("--no-optimize", action="store_true", help="skip the ONNX graph optimiser")
+    parser.add_argument("--no-verify", action="store_true", help="do not check the file with onnxruntime")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of MODEL")
+
+
+def run(args) -> int:
+    from asczoo.export import export_onnx
+    from asczoo.hub import load_model
+
+    model = load_model(args.model, revision=args.revision, device="cpu")
+    result = export_onnx(model, args.output, opset=args.opset, dynamic_batch=not args.static_batch,
+                         optimize=not args.no_optimize, verify=not args.no_verify)
+    check = f"; onnxruntime matches PyTorch within {result.max_abs_diff:.2g}" if result.max_abs_diff is not None else ""
+    print(f"wrote {result.path} ({model.name}, input (batch, {', '.join(map(str, model.input_shape))})){check}")
+    return 0

@@ -1,0 +1,57 @@
+"""``asczoo predict MODEL PATH...``: scene labels for audio files, in the DCASE submission format."""
+
+from __future__ import annotations
+
+import sys
+
+COMMAND = "predict"
+HELP = "classify audio files or folders; writes a DCASE submission file and per-class scores"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="a trained model: folder, hf-hub:org/name[@revision], org/name, or arch.tag")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="audio files (.wav, .flac) or folders of them")
+    parser.add_argument("--output", "-o", metavar="FILE",
+                        help="DCASE submission file (filename<TAB>scene_label); default: print to stdout")
+    parser.add_argument("--scores", metavar="FILE",
+                        help="per-class probabilities file (default with --output: OUTPUT.scores.tsv)")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="B", help="clip windows per forward pass (16)")
+    parser.add_argument("--device", default=None, metavar="D", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+                        help="window hop for recordings longer than the model's clip (default: one clip)")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of MODEL")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import torch
+
+    from asczoo.hub import load_model
+    from asczoo.inference import (
+        collect_audio_files, default_scores_path, format_submission, predict_files, write_scores, write_submission,
+    )
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    files = collect_audio_files(args.paths)
+    model = load_model(args.model, revision=args.revision, device=device)
+
+    def report(result) -> None:
+        print(f"asczoo predict: skipped {result.name}: {result.error}", file=sys.stderr)
+
+    results = predict_files(model, files, batch_size=args.batch_size, hop_seconds=args.hop,
+                            progress=False if args.quiet else None, on_error=report)
+    if args.output:
+        write_submission(results, args.output)
+    else:
+        sys.stdout.write(format_submission(results))
+    scores = args.scores or (default_scores_path(args.output) if args.output else None)
+    if scores:
+        write_scores(results, model.classes, scores)
+    failed = sum(r.error is not None for r in results)
+    done = len(results) - failed
+    where = f" -> {args.output}" + (f", scores {scores}" if scores else "") if args.output else ""
+    print(f"asczoo predict: {done} file(s) classified{where}"
+          + (f"; {failed} unreadable file(s) skipped" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0

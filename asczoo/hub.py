@@ -1,0 +1,769 @@
+"""Saved models and the Hugging Face Hub: ``save_pretrained``, ``from_pretrained``, ``push_to_hub``.
+
+The format follows huggingface_hub's ``PyTorchModelHubMixin`` (and timm's Hub files); a model folder
+holds::
+
+    model.safetensors      the state dict (weights, batch-norm statistics, normalisation buffers)
+    config.json            everything else needed to rebuild the model (see below)
+    README.md              the model card (:mod:`asczoo.model_card`), YAML front matter included
+    confusion_matrix.png   when training produced one
+
+``config.json`` holds the asczoo version and format, the model name and tag, the resolved recipe, the
+class names, the frontend configuration, the normalisation statistics, training metrics and training
+details when known, and which plugin (and Python package) provided each part.
+
+Security: only safetensors is ever read. A folder or repository that offers ``.bin``, ``.pt``,
+``.pth``, ``.pkl`` or ``.ckpt`` weights instead is refused without opening them. ``config.json`` is
+data: the recipe's part names are looked up in the plugin registry (never imported), the recipe is
+validated strictly, and an unknown part is an error that names the plugin package to install.
+
+Downloads go through ``huggingface_hub`` (``hf_hub_download``: its cache, ``HF_HUB_OFFLINE``, tokens
+from ``HF_TOKEN`` or ``hf auth login``), uploads through ``HfApi`` in one commit. Revisions may be
+branch or tag names or commit hashes; the registry pins commits.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from asczoo import __version__
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+CONFUSION_NAME = "confusion_matrix.png"
+REPORT_NAME = "report.json"
+#: version of the folder layout and of ``config.json``; a newer one is refused with an upgrade hint
+FORMAT_VERSION = 1
+#: weight files that would need unpickling; refused, never opened
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+HF_PREFIX = "hf-hub:"
+
+_CONFIG_KEYS = {
+    "asczoo_format", "asczoo_version", "name", "tag", "recipe", "classes", "num_classes", "input_shape",
+    "frontend", "metrics", "normalization", "training", "plugins",
+}
+_REQUIRED_KEYS = ("asczoo_format", "name", "recipe", "classes", "frontend")
+#: part options that would make a part fetch or read weights of its own (timm's, for instance);
+#: a saved model's recipe may not turn them on
+_EXTERNAL_WEIGHT_KEYS = {
+    "pretrained", "timm_pretrained", "checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay",
+    "weights", "weights_path",
+}
+_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class UnsafeWeightsError(ValueError):
+    """Weights are offered only in a pickle-based format (``.bin``, ``.pt``, ...): refused, not opened."""
+
+
+class ModelFormatError(ValueError):
+    """A saved model is incomplete or inconsistent; the message names the file, field and value."""
+
+
+# -- saving ------------------------------------------------------------------------------------------
+
+
+def save_pretrained(
+    model,
+    save_directory: str | os.PathLike,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    report: Mapping[str, Any] | str | os.PathLike | None = None,
+    confusion_matrix: str | os.PathLike | None = None,
+    training: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+    license: str | None = None,
+) -> Path:
+    """Write ``model`` as a model folder (see the module docstring); returns the folder.
+
+    Args:
+        model: an :class:`~asczoo.model.AscModel`.
+        save_directory: created if needed; files of these names are replaced, others are left alone.
+        metrics: evaluation metrics for ``config.json`` (default: ``model.metrics``); the ones
+            derived from ``report`` fill in what they do not give.
+        report: the evaluation report (a mapping or a ``report.json`` path), see
+            :mod:`asczoo.model_card` for the keys read; it fills the card's results section.
+        confusion_matrix: a PNG image, copied as ``confusion_matrix.png`` and shown in the card.
+        training: how the model was trained (training recipe, dataset, epochs, ...), for
+            ``config.json`` and the card.
+        repo_id: the Hub repository the folder is meant for (used in the card's usage snippet).
+        license: the card's license identifier (default ``apache-2.0``, asczoo's own).
+
+    Every file is written atomically (a reader sees the old file or the new one, never half of
+    one), the weights first and the card last.
+    """
+    from asczoo.atomic import atomic_save_safetensors, atomic_write, atomic_write_text
+    from asczoo.model_card import render_model_card
+
+    directory = Path(save_directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"save_pretrained: {directory} exists and is not a folder")
+    directory.mkdir(parents=True, exist_ok=True)
+    report = _read_report(report)
+    confusion = Path(confusion_matrix) if confusion_matrix is not None else None
+    if confusion is not None and not confusion.is_file():
+        raise FileNotFoundError(f"save_pretrained: confusion-matrix image {confusion} does not exist")
+
+    config = model_config(model, metrics=metrics, report=report, training=training)
+    atomic_save_safetensors(
+        model.state_dict(), directory / WEIGHTS_NAME,
+        metadata={"format": "pt", "asczoo_version": __version__, "asczoo_model": model.name},
+    )
+    if confusion is not None:
+        if confusion.resolve() != (directory / CONFUSION_NAME).resolve():
+            with atomic_write(directory / CONFUSION_NAME, "wb") as f, open(confusion, "rb") as src:
+                shutil.copyfileobj(src, f)
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2, allow_nan=False) + "\n")
+    card = render_model_card(
+        config, report=report, confusion_image=CONFUSION_NAME if confusion is not None else None,
+        parameters=model.parameter_counts(), repo_id=repo_id, license=license,
+    )
+    atomic_write_text(directory / CARD_NAME, card)
+    return directory
+
+
+def model_config(
+    model,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    report: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``config.json`` mapping of ``model``: ``model.config`` plus format, statistics, provenance."""
+    from asczoo.model_card import metrics_from_report
+
+    config = {"asczoo_format": FORMAT_VERSION, **model.config}
+    config["metrics"] = dict(metrics) if metrics is not None else dict(config.get("metrics") or {})
+    if report is not None:  # explicit metrics win over the ones read from the report
+        config["metrics"] = {**metrics_from_report(report, config["classes"]), **config["metrics"]}
+    config["normalization"] = {
+        "mean": model.norm_mean.detach().cpu().tolist(),
+        "std": model.norm_std.detach().cpu().tolist(),
+    }
+    if training is not None:
+        config["training"] = dict(training)
+    config["plugins"] = _plugin_provenance(config["recipe"])
+    return _jsonable(config)
+
+
+def _read_report(report: Mapping[str, Any] | str | os.PathLike | None) -> dict[str, Any] | None:
+    if report is None or isinstance(report, Mapping):
+        return None if report is None else dict(report)
+    path = Path(report)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"report {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"report {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"report {path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _plugin_provenance(recipe: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """For each section: the part, the plugin that registered it and that plugin's Python package.
+
+    Informational only (nothing here is ever imported); on loading, it lets the error for a missing
+    part say which package to install.
+    """
+    from asczoo import plugins, recipes
+
+    dists = {}
+    for ep in metadata.entry_points(group=plugins.ENTRY_POINT_GROUP):
+        if ep.dist is not None:
+            dists.setdefault(ep.name, ep.dist)
+    out: dict[str, dict[str, str]] = {}
+    for section, kind in recipes.SECTION_KIND.items():
+        spec = recipe.get(section)
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("plugin"), str):
+            continue
+        try:
+            part = plugins.get_part(kind, spec["plugin"])
+        except plugins.UnknownPartError:
+            continue
+        entry = {"part": part.name, "plugin": part.owner}
+        dist = dists.get(part.owner)
+        if dist is not None:
+            entry.update(package=dist.name, version=dist.version)
+        out[section] = entry
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values: tuples to lists, tensors and NumPy values to Python, NaN/inf to None."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist"):  # tensors, NumPy arrays and scalars
+        return _jsonable(value.tolist())
+    return str(value)
+
+
+# -- loading -----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """Where a model's files are: ``config.json``, ``model.safetensors``, and a label for messages."""
+
+    config: Path
+    weights: Path
+    label: str
+
+
+def from_pretrained(
+    source: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    device: str | torch.device | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+):
+    """Load a saved model from a local folder, ``org/name`` or ``hf-hub:org/name[@revision]``.
+
+    A path that exists locally wins over a Hub id. ``revision`` (a branch, tag or commit hash) applies
+    to Hub ids; the download uses the Hugging Face cache (``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``) and the
+    usual token. Loading is strict: missing or unexpected weights, wrong shapes, a frontend or class
+    list that disagrees with the weights are errors. Returns the model in eval mode.
+    """
+    model, _ = load_pretrained(
+        source, revision=revision, device=device, cache_dir=cache_dir, token=token,
+        force_download=force_download, local_files_only=local_files_only,
+    )
+    return model
+
+
+def load_pretrained(source: str | os.PathLike, *, revision: str | None = None, device=None, **download):
+    """Like :func:`from_pretrained`, but returns ``(model, config)`` with the ``config.json`` mapping."""
+    files = resolve_files(source, revision=revision, **download)
+    config = read_config(files.config, label=files.label)
+    model = build_from_config(config, label=files.label)
+    state = read_weights(files.weights, label=files.label)
+    load_state_strict(model, state, label=files.label)
+    _check_normalization(model, config, files.label)
+    model.metrics = copy.deepcopy(config.get("metrics") or {})
+    if device is not None:
+        model.to(device)
+    return model.eval(), config
+
+
+def resolve_files(source: str | os.PathLike, *, revision: str | None = None, **download) -> ModelFiles:
+    """Find (downloading if needed) ``config.json`` and ``model.safetensors`` for ``source``."""
+    text = os.fspath(source)
+    if isinstance(source, str) and source.startswith(HF_PREFIX):
+        repo_id, revision = _parse_hub_name(source, revision)
+        return _hub_files(repo_id, revision, **download)
+    path = Path(text)
+    if path.exists():
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} applies to Hub repositories, not to the local path {path}")
+        return _local_files(path)
+    if _REPO_ID_RE.match(text) and not text.startswith((".", "/")):
+        return _hub_files(text, revision, **download)
+    raise FileNotFoundError(
+        f"{text}: no such file or folder, and not a Hub repository id ('org/name' or 'hf-hub:org/name')"
+    )
+
+
+def _parse_hub_name(name: str, revision: str | None) -> tuple[str, str | None]:
+    repo_id = name[len(HF_PREFIX):]
+    repo_id, _, pinned = repo_id.partition("@")
+    if not _REPO_ID_RE.match(repo_id):
+        raise ValueError(f"{name!r}: expected 'hf-hub:org/name' or 'hf-hub:org/name@revision'")
+    if pinned and revision is not None and pinned != revision:
+        raise ValueError(f"{name!r} pins revision {pinned!r} but revision={revision!r} was also given")
+    return repo_id, (pinned or revision)
+
+
+def _local_files(path: Path) -> ModelFiles:
+    if path.is_file():
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise UnsafeWeightsError(_pickle_refusal(str(path), [path.name]))
+        if path.name != WEIGHTS_NAME and path.name != CONFIG_NAME:
+            raise ModelFormatError(
+                f"{path}: expected a model folder (with {CONFIG_NAME} and {WEIGHTS_NAME}) or one of those files"
+            )
+        path = path.parent
+    config, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
+    if not weights.is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            raise UnsafeWeightsError(_pickle_refusal(str(path), pickles))
+        raise FileNotFoundError(f"{path}: no {WEIGHTS_NAME} (is this a folder written by save_pretrained?)")
+    if not config.is_file():
+        raise FileNotFoundError(f"{path}: no {CONFIG_NAME} next to {WEIGHTS_NAME}")
+    return ModelFiles(config, weights, str(path))
+
+
+def _hub_files(
+    repo_id: str,
+    revision: str | None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+) -> ModelFiles:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    label = f"{HF_PREFIX}{repo_id}" + (f"@{revision}" if revision else "")
+    kwargs = dict(
+        repo_id=repo_id, revision=revision, cache_dir=cache_dir, token=token, force_download=force_download,
+        local_files_only=local_files_only, library_name="asczoo", library_version=__version__,
+    )
+    config = _download(hf_hub_download, CONFIG_NAME, label, kwargs)
+    try:
+        weights = hf_hub_download(filename=WEIGHTS_NAME, **kwargs)
+    except EntryNotFoundError as exc:
+        listed = _repo_listing(repo_id, revision, token, Path(config).parent)
+        pickles = sorted(f for f in listed if f.lower().endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise UnsafeWeightsError(_pickle_refusal(label, pickles)) from None
+        if isinstance(exc, LocalEntryNotFoundError):
+            raise FileNotFoundError(
+                f"{label}: {WEIGHTS_NAME} is not in the local Hugging Face cache and downloads are off "
+                f"(HF_HUB_OFFLINE or local_files_only): {exc}"
+            ) from None
+        raise FileNotFoundError(f"{label}: the repository has no {WEIGHTS_NAME}") from None
+    return ModelFiles(Path(config), Path(weights), label)
+
+
+def _download(hf_hub_download, filename: str, label: str, kwargs: dict[str, Any]) -> str:
+    from huggingface_hub.errors import (
+        EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+    )
+
+    try:
+        return hf_hub_download(filename=filename, **kwargs)
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(f"{label}: no such Hub repository (or it is private: log in with `hf auth login`)") from None
+    except RevisionNotFoundError:
+        raise FileNotFoundError(f"{label}: the repository has no revision {kwargs['revision']!r}") from None
+    except LocalEntryNotFoundError as exc:
+        raise FileNotFoundError(
+            f"{label}: {filename} is not in the local Hugging Face cache and downloads are off "
+            f"(HF_HUB_OFFLINE or local_files_only): {exc}"
+        ) from None
+    except EntryNotFoundError:
+        raise FileNotFoundError(f"{label}: the repository has no {filename}; is it an asczoo model?") from None
+
+
+def _repo_listing(repo_id: str, revision: str | None, token, snapshot: Path) -> list[str]:
+    """Files of the repository: from the Hub when online, else what the cached snapshot holds."""
+    from huggingface_hub import HfApi, constants
+
+    names = {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}
+    if not constants.is_offline_mode():
+        try:
+            names.update(HfApi().list_repo_files(repo_id, revision=revision, token=token))
+        except Exception:  # noqa: BLE001 - the listing only improves the message
+            pass
+    return sorted(names)
+
+
+def _pickle_refusal(where: str, files: list[str]) -> str:
+    return (
+        f"{where}: refusing to load {', '.join(files)}: pickle-based weight files can run arbitrary code "
+        f"when opened, and asczoo only reads {WEIGHTS_NAME} (safetensors). Convert the weights with a "
+        "trusted tool, or ask the publisher for a safetensors version."
+    )
+
+
+def read_config(path: str | os.PathLike, *, label: str | None = None) -> dict[str, Any]:
+    """Read and check ``config.json``: format version, known keys, and the type of every field."""
+    path = Path(path)
+    where = f"{label or path.parent}: {CONFIG_NAME}"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{where}: expected a JSON object, got {type(config).__name__}")
+    missing = [k for k in _REQUIRED_KEYS if k not in config]
+    if missing:
+        raise ModelFormatError(f"{where}: missing key(s) {', '.join(missing)}; is this an asczoo model?")
+    fmt = config["asczoo_format"]
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise ModelFormatError(f"{where}: key 'asczoo_format' must be a positive integer, got {fmt!r}")
+    if fmt > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{where}: written in format {fmt} by asczoo {config.get('asczoo_version', '?')}; this asczoo "
+            f"{__version__} reads format {FORMAT_VERSION} (pip install -U asczoo)"
+        )
+    unknown = sorted(set(config) - _CONFIG_KEYS)
+    if unknown:
+        raise ModelFormatError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}")
+
+    def expect(key: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise ModelFormatError(f"{where}: key {key!r} must be {what}, got {config[key]!r}")
+
+    expect("name", isinstance(config["name"], str) and bool(config["name"]), "a non-empty string")
+    if config.get("tag") is not None:
+        expect("tag", isinstance(config["tag"], str), "a string or null")
+    expect("recipe", isinstance(config["recipe"], dict), "a mapping (the resolved recipe)")
+    classes = config["classes"]
+    expect("classes", isinstance(classes, list) and bool(classes) and all(isinstance(c, str) for c in classes)
+           and len(set(classes)) == len(classes), "a non-empty list of distinct strings")
+    if "num_classes" in config:
+        expect("num_classes", config["num_classes"] == len(classes), f"{len(classes)} (the length of 'classes')")
+    expect("frontend", isinstance(config["frontend"], dict) and isinstance(config["frontend"].get("plugin"), str),
+           "a mapping with a 'plugin' key")
+    if "input_shape" in config:
+        shape = config["input_shape"]
+        expect("input_shape", isinstance(shape, list) and len(shape) == 4
+               and all(isinstance(s, int) and s > 0 for s in shape), "four positive integers (N, C, F, T)")
+    for key in ("metrics", "training", "plugins", "normalization"):
+        if config.get(key) is not None:
+            expect(key, isinstance(config[key], dict), "a mapping")
+    return config
+
+
+def build_from_config(config: Mapping[str, Any], *, label: str) -> Any:
+    """Assemble the model ``config.json`` describes: validate the recipe strictly, then build it.
+
+    Part names resolve through the plugin registry only; an unknown part is an error that names the
+    package that provided it when the model was saved.
+    """
+    from asczoo import plugins
+    from asczoo.factory import build_model
+    from asczoo.recipes import SECTIONS, UnavailablePart, validate_recipe
+
+    where = f"{label}: {CONFIG_NAME}"
+    recipe = copy.deepcopy(config["recipe"])
+    for section in SECTIONS:
+        spec = recipe.get(section)
+        for key in sorted(set(spec) & _EXTERNAL_WEIGHT_KEYS) if isinstance(spec, dict) else ():
+            if spec[key]:
+                raise ModelFormatError(
+                    f"{where}: recipe section {section!r} sets {key!r} = {spec[key]!r}, which would load "
+                    f"weights from outside the model folder; a saved model's weights are its {WEIGHTS_NAME}"
+                )
+    recipe["frontend"] = copy.deepcopy(config["frontend"])  # the exact frontend the weights expect
+    recipe["classes"] = list(config["classes"])
+    recipe["num_classes"] = len(config["classes"])
+    try:
+        recipe = validate_recipe(recipe, where=f"{where}, key 'recipe'")
+        model = build_model(recipe, name=config["name"], tag=config.get("tag"))
+    except (UnavailablePart, plugins.UnknownPartError) as exc:
+        raise UnavailablePart(f"{exc}{_install_hint(config)}") from None
+    if model.frontend_config != config["frontend"]:
+        diff = _differences(config["frontend"], model.frontend_config)
+        raise ModelFormatError(f"{where}: the frontend built here differs from the saved one: {diff}")
+    if "input_shape" in config and list(model.input_shape) != config["input_shape"]:
+        raise ModelFormatError(
+            f"{where}: key 'input_shape' is {config['input_shape']}, but the model built from the recipe "
+            f"takes {list(model.input_shape)}"
+        )
+    return model
+
+
+def _install_hint(config: Mapping[str, Any]) -> str:
+    """Which packages the saved model's parts came from, as an install hint (text only)."""
+    from asczoo import plugins, recipes
+
+    hints = []
+    for section, info in sorted((config.get("plugins") or {}).items()):
+        if section not in recipes.SECTION_KIND or not isinstance(info, dict) or not isinstance(info.get("part"), str):
+            continue
+        kind = recipes.SECTION_KIND[section]
+        try:
+            plugins.get_part(kind, info["part"])
+            continue
+        except (plugins.UnknownPartError, KeyError):
+            pass
+        package, version = info.get("package"), info.get("version")
+        if isinstance(package, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", package):
+            pinned = f"{package}=={version}" if isinstance(version, str) and version else package
+            hints.append(
+                f"{section} part {info['part']!r} came from plugin {info.get('plugin')!r} of the package "
+                f"{package!r}: pip install {pinned!r}"
+            )
+        else:
+            hints.append(f"{section} part {info['part']!r} came from plugin {info.get('plugin')!r}")
+    return (" This model was saved with: " + "; ".join(hints) + ".") if hints else ""
+
+
+def _differences(saved: Mapping[str, Any], built: Mapping[str, Any]) -> str:
+    keys = sorted(set(saved) | set(built))
+    return ", ".join(
+        f"{k}: saved {saved.get(k, '<absent>')!r}, built {built.get(k, '<absent>')!r}"
+        for k in keys if saved.get(k, "<absent>") != built.get(k, "<absent>")
+    )
+
+
+def read_weights(path: str | os.PathLike, *, label: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (nothing else is ever read as weights)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise UnsafeWeightsError(_pickle_refusal(label, [path.name]))
+    try:
+        return load_file(str(path), device="cpu")
+    except SafetensorError as exc:
+        raise ModelFormatError(f"{label}: {path.name} is not a valid safetensors file ({exc})") from None
+
+
+def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -> None:
+    """``model.load_state_dict(state)``, first checking names and shapes for a message naming them."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    problems = []
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+        if items:
+            more = f", ... ({len(items) - 8} more)" if len(items) > 8 else ""
+            problems.append(f"{len(items)} {what}: {', '.join(items[:8])}{more}")
+    if problems:
+        raise ModelFormatError(
+            f"{label}: {WEIGHTS_NAME} does not fit {model.name!r} (strict loading): " + "; ".join(problems)
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _check_normalization(model, config: Mapping[str, Any], label: str) -> None:
+    norm = config.get("normalization")
+    if not norm:
+        return
+    try:
+        mean = torch.tensor(norm["mean"], dtype=torch.float32)
+        std = torch.tensor(norm["std"], dtype=torch.float32)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{label}: {CONFIG_NAME}: key 'normalization' must hold 'mean' and 'std' arrays ({exc})") from None
+    if not (mean.shape == model.norm_mean.shape and torch.allclose(mean, model.norm_mean.cpu(), atol=1e-6)
+            and std.shape == model.norm_std.shape and torch.allclose(std, model.norm_std.cpu(), atol=1e-6)):
+        raise ModelFormatError(
+            f"{label}: the normalisation statistics in {CONFIG_NAME} differ from norm_mean/norm_std in "
+            f"{WEIGHTS_NAME}; the folder is inconsistent"
+        )
+
+
+def load_registry_weights(model, weights: Mapping[str, Any], *, name: str, **download) -> None:
+    """Load the published weights the registry pins for ``name`` (``arch.tag``) into ``model``, strictly.
+
+    ``weights`` is the registry's ``{repo_id, revision, ...}`` entry. The published ``config.json``
+    must agree with the model built here: same frontend, same number of classes (the class names are
+    taken from it); then the weights are loaded strictly.
+    """
+    repo_id, revision = weights["repo_id"], weights.get("revision")
+    files = _hub_files(repo_id, revision, **download)
+    label = f"{name} ({files.label})"
+    config = read_config(files.config, label=label)
+    if config["frontend"] != model.frontend_config:
+        raise ModelFormatError(
+            f"{label}: the published weights expect a different frontend: "
+            f"{_differences(config['frontend'], model.frontend_config)}"
+        )
+    if len(config["classes"]) != model.num_classes:
+        raise ModelFormatError(
+            f"{label}: the published weights have {len(config['classes'])} classes, the model built here "
+            f"{model.num_classes}"
+        )
+    load_state_strict(model, read_weights(files.weights, label=label), label=label)
+    _check_normalization(model, config, label)
+    model.classes = list(config["classes"])
+    model.metrics = copy.deepcopy(config.get("metrics") or {})
+    model.eval()
+
+
+def load_model(spec: str | os.PathLike, *, revision: str | None = None, device=None):
+    """A trained model from what a user types: a folder, ``hf-hub:org/name``, ``org/name`` or a
+    registry ``arch[.tag]`` with published weights (the CLI's ``MODEL`` argument)."""
+    from asczoo import recipes
+    from asczoo.factory import create_model
+
+    text = os.fspath(spec)
+    if os.path.exists(text) or text.startswith(HF_PREFIX) or "/" in text or os.sep in text:
+        return from_pretrained(text, revision=revision, device=device)
+    arch, tag = recipes.split_name(text)
+    weights = (recipes.registry().get(arch).resolved or {}).get("weights") or {}
+    if not weights:
+        raise ValueError(
+            f"model {arch!r} has no published weights, so it would predict with random weights; "
+            "give a trained model folder or a Hub id (hf-hub:org/name)"
+        )
+    model = create_model(text, pretrained=True)
+    return model.to(device) if device is not None else model
+
+
+# -- publishing --------------------------------------------------------------------------------------
+
+
+def push_to_hub(
+    model,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | bool | None = None,
+    create_pr: bool = False,
+    **save_kwargs: Any,
+):
+    """Save ``model`` (:func:`save_pretrained`, ``save_kwargs`` passed on) and upload it in one commit.
+
+    Creates the repository if needed (``private`` applies then) and the branch ``revision`` if given
+    and missing. The token comes from the usual places (``HF_TOKEN``, ``hf auth login``) unless
+    given. Returns huggingface_hub's ``CommitInfo``.
+    """
+    with tempfile.TemporaryDirectory(prefix="asczoo-push-") as tmp:
+        save_pretrained(model, tmp, repo_id=repo_id, **save_kwargs)
+        return upload_folder(
+            tmp, repo_id, private=private, revision=revision, token=token, create_pr=create_pr,
+            commit_message=commit_message or f"Upload {model.name} with asczoo {__version__}",
+        )
+
+
+def upload_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str,
+    token: str | bool | None = None,
+    create_pr: bool = False,
+):
+    """Upload the files of a model folder to ``repo_id`` in one commit (huggingface_hub's ``HfApi``)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    if not _REPO_ID_RE.match(repo_id):
+        raise ValueError(f"repository id {repo_id!r}: expected 'org/name'")
+    folder = Path(folder)
+    files = publishable_files(folder)
+    api = HfApi(token=token)
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files]
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision is not None and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        return api.create_commit(
+            repo_id, operations, commit_message=commit_message, revision=revision, repo_type="model",
+            create_pr=create_pr,
+        )
+    except OSError as exc:  # huggingface_hub's HTTP errors, no token, offline mode, no connection
+        raise RuntimeError(
+            f"uploading to {repo_id} failed: {exc} (a write token comes from HF_TOKEN or `hf auth login`)"
+        ) from exc
+
+
+def publishable_files(folder: str | os.PathLike) -> list[str]:
+    """The files of a model folder that are uploaded: weights, config, card and the confusion image."""
+    folder = Path(folder)
+    names = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CONFUSION_NAME) if (folder / n).is_file()]
+    for required in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
+        if required not in names:
+            raise FileNotFoundError(f"{folder}: no {required} to upload")
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFiles:
+    """What :func:`find_run_files` found in a training run: the model folder, report and image."""
+
+    model_dir: Path
+    report: Path | None
+    confusion_matrix: Path | None
+
+
+def find_run_files(run_dir: str | os.PathLike) -> RunFiles:
+    """Locate the saved model folder, ``report.json`` and ``confusion_matrix.png`` of a run.
+
+    ``run_dir`` is a model folder itself, or a run directory: its ``model/`` folder (the final model
+    of ``asczoo.train``) or else the one model folder found two levels deep.
+    The report and image are looked for in the model folder, then in its parents up to ``run_dir``
+    (up to the model folder's parent when ``run_dir`` is the model folder).
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run}: no such run directory or model folder")
+
+    def is_model(p: Path) -> bool:
+        return (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
+
+    if is_model(run):
+        model_dir = run
+    elif is_model(run / "model"):  # asczoo.train's final model, next to the per-stage ones
+        model_dir = run / "model"
+    else:
+        found = sorted({p.parent for pattern in (f"*/{WEIGHTS_NAME}", f"*/*/{WEIGHTS_NAME}")
+                        for p in run.glob(pattern) if is_model(p.parent)})
+        if not found:
+            pickles = sorted(p.name for p in run.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+            extra = f" (only {', '.join(pickles[:3])}, which asczoo never loads)" if pickles else ""
+            raise FileNotFoundError(f"{run}: no saved model ({CONFIG_NAME} + {WEIGHTS_NAME}) found{extra}")
+        if len(found) > 1:
+            names = ", ".join(str(p.relative_to(run)) for p in found)
+            raise ValueError(f"{run}: several saved models ({names}); give the one to publish")
+        model_dir = found[0]
+
+    # the report sits next to the model or in a folder between it and the run directory; given a
+    # model folder directly, its parent is the run directory it was saved in
+    top = run if model_dir != run else run.parent
+    folders = [model_dir, *(p for p in model_dir.parents if p == top or top in p.parents)]
+
+    def nearest(name: str) -> Path | None:
+        return next((folder / name for folder in folders if (folder / name).is_file()), None)
+
+    return RunFiles(model_dir, nearest(REPORT_NAME), nearest(CONFUSION_NAME))
+
+
+def publish_run(
+    run_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | bool | None = None,
+    license: str | None = None,
+    dry_run_dir: str | os.PathLike | None = None,
+):
+    """Publish a training run's model: reload it strictly, write the card from the run's report, and
+    upload weights, config, card and confusion matrix in one commit.
+
+    With ``dry_run_dir``, the folder that would be uploaded is written there and nothing is uploaded;
+    returns that folder's file names. Otherwise returns the ``CommitInfo``.
+    """
+    run = find_run_files(run_dir)
+    model, config = load_pretrained(run.model_dir)
+    save_kwargs = dict(
+        report=run.report, confusion_matrix=run.confusion_matrix, training=config.get("training"), license=license,
+    )
+    if dry_run_dir is not None:
+        save_pretrained(model, dry_run_dir, repo_id=repo_id, **save_kwargs)
+        return publishable_files(dry_run_dir)
+    return push_to_hub(
+        model, repo_id, private=private, revision=revision, commit_message=commit_message, token=token,
+        **save_kwargs,
+    )

@@ -1,0 +1,123 @@
+"""ONNX export of every registry model, checked with onnxruntime against PyTorch (within 1e-4)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from data_fixtures import one_thread  # noqa: F401 - fixture
+from torch import nn
+
+import asczoo
+from asczoo.cli import main
+from asczoo.export import ExportError, export_onnx
+from test_hub import features, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: every model the registry can build here: the relation presets (built-in and plugins') and baselines
+MODELS = asczoo.list_models()
+#: exported with a dynamic batch axis (the CLI's default); the others with a fixed batch, which
+#: exercises the same operators at a third of the export time
+DYNAMIC = "atresn-net-resnet18"
+
+
+def run_onnx(path, x: torch.Tensor) -> torch.Tensor:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(["logits"], {"features": x.numpy()})
+    return torch.from_numpy(out)
+
+
+def test_registry_has_relation_presets_and_baselines():
+    assert {"atresn-net-resnet18", "tresn-net-resnet18", "senot-net-resnet18", "resnet18-3d",
+            "resnet18-segments"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_onnx_matches_pytorch(name, tmp_path):
+    model = tiny_model(name)
+    x = features(model, batch=2)
+    with torch.no_grad():
+        expected = model(x)
+        if model.relations:  # the comparison must cover the relation blocks: they change the logits
+            saved = {k: v.clone() for k, v in model.relations.state_dict().items()}
+            for p in model.relations.parameters():
+                p.zero_()
+            assert (model(x) - expected).abs().max() > 1e-3
+            model.relations.load_state_dict(saved)
+
+    dynamic = name == DYNAMIC
+    result = export_onnx(model, tmp_path / "m.onnx", dynamic_batch=dynamic, optimize=False, verify=False)
+    assert result.path == tmp_path / "m.onnx" and result.max_abs_diff is None
+    torch.testing.assert_close(run_onnx(result.path, x), expected, rtol=0, atol=1e-4)
+    if dynamic:
+        for batch in (1, 3):
+            xb = features(model, batch=batch, seed=batch)
+            with torch.no_grad():
+                torch.testing.assert_close(run_onnx(result.path, xb), model(xb), rtol=0, atol=1e-4)
+
+    meta = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert meta["asczoo.name"] == name and json.loads(meta["asczoo.classes"]) == model.classes
+    assert json.loads(meta["asczoo.frontend"]) == model.frontend_config
+
+
+def test_cli_export_of_a_saved_model(tmp_path, capsys):
+    model = tiny_model("resnet18-segments")
+    folder = model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "exported.onnx"
+    assert main(["export", str(folder), "--format", "onnx", str(out)]) == 0
+    assert "onnxruntime matches PyTorch within" in capsys.readouterr().out
+    for batch in (1, 4):
+        x = features(model, batch=batch, seed=batch)
+        with torch.no_grad():
+            torch.testing.assert_close(run_onnx(out, x), model(x), rtol=0, atol=1e-4)
+
+
+@torch.library.custom_op("asczoo_test::host_tanh", mutates_args=())
+def host_tanh(x: torch.Tensor) -> torch.Tensor:
+    """A custom kernel (here NumPy on the host) with no ONNX counterpart, like a plugin's CUDA op."""
+    return torch.from_numpy(np.tanh(x.detach().cpu().numpy())).to(x.device)
+
+
+@host_tanh.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+class HostSideBlock(nn.Module):
+    """A relation block built on a custom operator that ONNX does not know."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + host_tanh(x) * self.scale.view(1, 1, -1, 1, 1)
+
+
+class HostSidePlugin:
+    @asczoo.hookimpl
+    def asczoo_register_relation_blocks(self, register):
+        def host_side(*, channels: int) -> nn.Module:
+            """A block that cannot be exported."""
+            return HostSideBlock(channels)
+
+        register("host-side", host_side)
+
+
+def test_export_error_names_the_part(tmp_path):
+    from asczoo import plugins
+
+    assert plugins.register_plugin(HostSidePlugin(), "host-side-test")
+    asczoo.register_recipes({"models": {"host-side-net": {
+        "extends": "resnet18-3d", "relation": {"plugin": "host-side", "placement": ["res3_1"]},
+    }}})
+    model = tiny_model("host-side-net")
+    with pytest.raises(ExportError, match=r"relation block 'res3_1' \(plugin 'host-side'\) cannot be exported: "
+                                          r".*asczoo_test\.host_tanh"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

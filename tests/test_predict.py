@@ -1,0 +1,136 @@
+"""Inference on files: any sample rate and channel count, sliding windows, DCASE output, bad files."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchaudio.functional as taf
+from data_fixtures import one_thread, write_clip  # noqa: F401 - one_thread is a fixture
+
+import asczoo
+from asczoo.audio import read_audio
+from asczoo.cli import main
+from asczoo.inference import Prediction, collect_audio_files, predict_files
+from test_hub import CLASSES, tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: the tiny frontend's clip: 2 s at 8 kHz
+CLIP = 16000
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny ATReSN model saved as a folder (relation blocks active), and the folder."""
+    folder = tmp_path_factory.mktemp("model")
+    model = tiny_model(seed=3)
+    model.save_pretrained(folder)
+    return model, folder
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    """``audio/`` with 44.1 kHz mono, 48 kHz stereo, a 35-second 22.05 kHz stereo file and a corrupt one."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "audio"
+    write_clip(folder / "a_mono_44k.wav", 1, seconds=2.0, rate=44100, channels=1, tone=300.0)
+    write_clip(folder / "b_stereo_48k.wav", 2, seconds=2.0, rate=48000, channels=2, tone=900.0)
+    write_clip(folder / "c_long_35s.wav", 3, seconds=35.0, rate=22050, channels=2, tone=600.0)
+    (folder / "d_corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk, not audio at all")
+    return folder
+
+
+def manual_probabilities(model, waveform: torch.Tensor, rate: int) -> torch.Tensor:
+    """Probabilities of one clip computed step by step: the model's frontend, the model, softmax."""
+    frontend = asczoo.create_frontend(**model.frontend_config)
+    with torch.no_grad():
+        return torch.softmax(model.eval()(frontend(waveform, rate).unsqueeze(0)), dim=-1)[0]
+
+
+def test_predict_file_and_waveform(saved, audio):
+    model, _ = saved
+    for name, rate, channels in (("a_mono_44k.wav", 44100, 1), ("b_stereo_48k.wav", 48000, 2)):
+        waveform, file_rate = read_audio(audio / name)
+        assert (file_rate, waveform.shape[0]) == (rate, channels)
+        label, probabilities = model.predict(audio / name)
+        expected = manual_probabilities(model, waveform, rate)
+        assert list(probabilities) == CLASSES
+        assert torch.allclose(torch.tensor(list(probabilities.values())), expected, atol=1e-6)
+        assert label == CLASSES[int(expected.argmax())]
+        assert math.isclose(sum(probabilities.values()), 1.0, rel_tol=1e-5)
+        # the same recording as a tensor or a NumPy array with its sample rate
+        for data in (waveform, waveform.numpy()):
+            again = model.predict(data, sample_rate=rate)
+            assert isinstance(again, Prediction) and again.label == label
+            assert np.allclose(list(again.probabilities.values()), list(probabilities.values()), atol=1e-6)
+    with pytest.raises(ValueError, match="pass the waveform's sample_rate"):
+        model.predict(waveform)
+
+
+def test_long_recording_is_windowed_and_averaged(saved, audio):
+    model, _ = saved
+    path = audio / "c_long_35s.wav"
+    waveform, rate = read_audio(path)
+    assert waveform.shape[-1] == 35 * rate
+    # independent reference: resample, cut 2-second windows every 2 s plus one ending at the end
+    x = taf.resample(waveform, rate, 8000)
+    starts = list(range(0, x.shape[-1] - CLIP + 1, CLIP))
+    starts.append(x.shape[-1] - CLIP)
+    assert len(starts) == 18
+    expected = torch.stack([manual_probabilities(model, x[:, s:s + CLIP], 8000) for s in starts]).mean(0)
+
+    label, probabilities = model.predict(path)
+    assert torch.allclose(torch.tensor(list(probabilities.values())), expected, atol=1e-5)
+    assert label == CLASSES[int(expected.argmax())]
+    (result,) = predict_files(model, collect_audio_files([path]), batch_size=5, progress=False)
+    assert result.windows == 18 and result.prediction.label == label
+
+
+def test_cli_writes_submission_and_scores_and_skips_bad_files(saved, audio, tmp_path, capsys):
+    model, folder = saved
+    out = tmp_path / "submission.tsv"
+    code = main(["predict", str(folder), str(audio), "--output", str(out), "--batch-size", "4",
+                 "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "skipped audio/d_corrupt.wav: unreadable audio (" in err
+    assert "3 file(s) classified" in err and "1 unreadable file(s) skipped" in err
+
+    names = ["audio/a_mono_44k.wav", "audio/b_stereo_48k.wav", "audio/c_long_35s.wav"]
+    expected = {n: model.predict(audio / n.split("/")[1]) for n in names}
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert rows[0] == ["filename", "scene_label"]
+    assert rows[1:] == [[n, expected[n].label] for n in names]
+
+    scores = [line.split("\t") for line in (tmp_path / "submission.scores.tsv").read_text().splitlines()]
+    assert scores[0] == ["filename", "scene_label", *CLASSES]
+    for row in scores[1:]:
+        values = [float(v) for v in row[2:]]
+        assert row[1] == CLASSES[int(np.argmax(values))] == expected[row[0]].label
+        assert np.allclose(values, list(expected[row[0]].probabilities.values()), atol=1e-5)
+        assert math.isclose(sum(values), 1.0, abs_tol=1e-5)
+    assert [r[0] for r in scores[1:]] == names
+
+
+def test_cli_files_to_stdout_and_unusable_inputs(saved, audio, tmp_path, capsys):
+    _, folder = saved
+    three = tmp_path / "three_channels.wav"
+    write_clip(three, 4, seconds=1.0, rate=8000, channels=3)
+    missing = tmp_path / "missing.wav"
+    code = main(["predict", str(folder), str(audio / "b_stereo_48k.wav"), str(three), str(missing), "-q",
+                 "--scores", str(tmp_path / "s.tsv")])
+    captured = capsys.readouterr()
+    assert code == 1
+    lines = captured.out.splitlines()
+    assert lines[0] == "filename\tscene_label" and len(lines) == 2
+    assert lines[1].startswith(f"{(audio / 'b_stereo_48k.wav').as_posix()}\t")
+    assert f"skipped {three.as_posix()}: expected mono or stereo audio, got 3 channels" in captured.err
+    assert f"skipped {missing.as_posix()}: file not found" in captured.err
+    assert len((tmp_path / "s.tsv").read_text().splitlines()) == 2
+
+    # a registry model without published weights would predict at random: refused
+    assert main(["predict", "resnet18-3d", str(audio / "a_mono_44k.wav")]) == 2
+    assert "has no published weights" in capsys.readouterr().err
