@@ -43,6 +43,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, encoding: str | N
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
+        # mkstemp creates 0600 files; give the result the permissions an ordinary open() would.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -50,6 +52,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, encoding: str | N
         raise
     if fsync:
         _fsync_dir(path.parent)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
         # Expected user errors (bad names, files, recipes) print one clear line, not a traceback.
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"asczoo {args.command}: error: {message}", file=sys.stderr)

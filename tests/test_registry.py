@@ -119,3 +119,8 @@ def test_arch_tag_names_select_pinned_weights():
     model = asczoo.create_model("tagged.v1", overrides=TINY_OVERRIDES)
     assert model.tag == "v1" and model.name == "tagged"
     assert model(torch.randn(1, *model.input_shape)).shape == (1, 10)
+
+
+def test_backbone_refuses_timm_keys_that_load_files(tmp_path):
+    with pytest.raises(ValueError, match="'checkpoint_path' would make timm load weights"):
+        asczoo.create_model("resnet18-3d", overrides={"backbone": {"checkpoint_path": str(tmp_path / "x.pth")}})

@@ -26,6 +26,10 @@ from asczoo import hookimpl
 from asczoo.interfaces import PLACEMENT_PATTERN, Backbone
 
 ARCHS = ("resnet18", "resnetv2_18")
+#: timm options that load files or download weights; recipes (which may come from the Hub) must not
+#: set them: timm's checkpoint loading can unpickle. ImageNet weights go through ``timm_pretrained``.
+_REFUSED_TIMM_KEYS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
+                      "pretrained_strict", "cache_dir")
 _PLACEMENT = re.compile(PLACEMENT_PATTERN)
 
 
@@ -60,6 +64,13 @@ class TimmResNet(Backbone):
             raise ValueError(f"timm-resnet: arch {arch!r} is not supported; expected one of {', '.join(ARCHS)}")
         if stem not in ("timm", "authors"):
             raise ValueError(f"timm-resnet: stem {stem!r}; expected 'timm' or 'authors'")
+        refused = sorted(set(timm_kwargs) & set(_REFUSED_TIMM_KEYS))
+        if refused:
+            raise ValueError(
+                f"timm-resnet: key(s) {', '.join(map(repr, refused))} would make timm load weights from a file "
+                "or the network; recipes cannot set them (use timm_pretrained: true for ImageNet weights, "
+                "init_from or from_pretrained for asczoo weights)"
+            )
         self.arch = arch
         self.preact = arch == "resnetv2_18"
         kwargs = dict(timm_kwargs)
