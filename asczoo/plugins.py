@@ -267,10 +267,10 @@ def register_plugin(plugin: Any, name: str) -> bool:
     Returns False (and warns, or raises in strict mode) if it failed to register.
     """
     with _LOCK:
-        _IN_PROCESS.append((plugin, name))
-        ok = host().add_plugin(plugin, name)
-        if not ok:
-            _IN_PROCESS.remove((plugin, name))
+        current = host()  # load entry points (and earlier in-process plugins) first, then this one once
+        ok = current.add_plugin(plugin, name)
+        if ok:
+            _IN_PROCESS.append((plugin, name))
         _invalidate_dependants()
         return ok
 
@@ -291,9 +291,14 @@ def reset() -> None:
 
 
 def _invalidate_dependants() -> None:
+    import sys
+
     from asczoo import recipes  # local: recipes depends on this module
 
     recipes.invalidate()
+    training = sys.modules.get("asczoo.training_recipes")  # only if loaded; it caches recipes too
+    if training is not None and hasattr(training, "invalidate"):
+        training.invalidate()
 
 
 def get_part(kind: str, name: str) -> Part:

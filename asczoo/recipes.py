@@ -177,7 +177,12 @@ class RecipeRegistry:
             if parent in chain or parent == name:
                 raise RecipeError(f"{where}: key 'extends' forms a cycle: {' -> '.join((*chain, name, parent))}")
             parent_resolved = self._resolve(parent, strict=strict, chain=(*chain, name))
-            base = {k: v for k, v in parent_resolved.items() if k not in ("weights", "description")}
+            # Published weights and descriptions belong to the recipe that states them; the paper's
+            # figures too, unless the child comes from the same file/plugin (a variant of its own).
+            not_inherited = {"weights", "description"}
+            if self.entries[parent].owner != entry.owner or self.entries[parent].origin != entry.origin:
+                not_inherited.add("paper")
+            base = {k: v for k, v in parent_resolved.items() if k not in not_inherited}
             body = deep_merge(base, body)
             if self.entries[parent].unavailable and not entry.unavailable:
                 entry.unavailable = self.entries[parent].unavailable

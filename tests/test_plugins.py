@@ -136,3 +136,20 @@ def test_plugins_command_lists_failures(broken_plugins):
     assert "broken-import" in result.stdout and "[failed]" in result.stdout
     assert "not installed" in result.stdout
     assert "timm-resnet" in result.stdout and "[loaded]" in result.stdout
+
+
+def test_register_plugin_as_the_first_call_in_a_process():
+    code = textwrap.dedent("""
+        import asczoo
+        from asczoo import plugins
+
+        class Extra:
+            @asczoo.hookimpl
+            def asczoo_register_heads(self, register):
+                from asczoo_plugins.heads import avgpool_fc
+                register("first-call-head", avgpool_fc)
+
+        assert asczoo.register_plugin(Extra(), "first") is True
+        assert plugins.get_part("head", "first-call-head").owner == "first"
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True)

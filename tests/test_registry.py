@@ -124,3 +124,9 @@ def test_arch_tag_names_select_pinned_weights():
 def test_backbone_refuses_timm_keys_that_load_files(tmp_path):
     with pytest.raises(ValueError, match="'checkpoint_path' would make timm load weights"):
         asczoo.create_model("resnet18-3d", overrides={"backbone": {"checkpoint_path": str(tmp_path / "x.pth")}})
+
+
+def test_paper_figures_are_not_inherited_by_other_files():
+    asczoo.register_recipes({"models": {"users-variant": {"extends": "resnet18-3d"}}})
+    assert "paper" not in asczoo.model_recipe("users-variant")
+    assert asczoo.model_recipe("preact18-3d")["paper"]["params_m"] == 22.3  # same file: inherited
