@@ -47,7 +47,8 @@ def asczoo_register_inflators(register):
 def asczoo_register_relation_blocks(register):
     """Register relation blocks: ``register(name, factory)``.
 
-    ``factory(*, channels, **options) -> nn.Module`` mapping ``(B, N, C, F, T)`` to the same shape.
+    ``factory(*, channels, **options) -> nn.Module`` mapping ``(B, N, C, F, T)`` to the same shape:
+    the block returns ``X + R(X)`` (its own residual sum), with ``R`` zero at initialisation.
     ``channels`` is supplied by the host (the width of the residual block the relation block follows);
     every other option comes from the recipe's ``relation`` section.
     """
@@ -66,7 +67,7 @@ def asczoo_register_aggregators(register):
 def asczoo_register_position_encodings(register):
     """Register position encodings for relation blocks: ``register(name, factory)``.
 
-    ``factory(**options) -> nn.Module`` mapping centre positions ``(B, P, 1, 3)`` and neighbour
+    ``factory(**options) -> nn.Module`` mapping centre positions ``(B or 1, P, 1, 3)`` and neighbour
     positions ``(B, P, k, 3)`` to an encoding ``(B, P, k, D)``; the module exposes ``out_dim = D``.
     """
 

@@ -1,0 +1,162 @@
+"""Point-set operations for relation blocks: public API for plugin authors.
+
+A relation block sees a feature map ``(B, N, C, F, T)`` as ``P = N * F * T`` points per sample, laid
+out segment-major, then F, then T (:func:`to_points`), so the points of segment ``n`` are the
+consecutive run ``n * F * T ... (n + 1) * F * T - 1``. Each point has the position
+``(n / N, f / F, t / T)`` (:func:`point_positions`, an index normalised by its axis length as in the
+authors' code).
+
+:func:`semantic_knn` finds each point's nearest points in feature space (the paper's semantic
+neighbourhood grouper) and :func:`gather_neighbours` fetches their features as ``(B, P, k, C)``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Distance = Literal["l2", "cosine"]
+DISTANCES: tuple[str, ...] = ("l2", "cosine")
+
+
+def to_points(x: torch.Tensor) -> torch.Tensor:
+    """Feature map ``(B, N, C, F, T)`` -> points ``(B, N * F * T, C)``, segment-major then F then T."""
+    if x.dim() != 5:
+        raise ValueError(f"to_points expects a (B, N, C, F, T) feature map, got shape {tuple(x.shape)}")
+    b, n, c, f, t = x.shape
+    return x.permute(0, 1, 3, 4, 2).reshape(b, n * f * t, c)
+
+
+def from_points(points: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """Points ``(B, P, C)`` -> feature map ``(B, N, C, F, T)`` for ``grid = (N, F, T)``; inverse of
+    :func:`to_points`."""
+    n, f, t = grid
+    b, p, c = points.shape
+    if p != n * f * t:
+        raise ValueError(f"from_points: {p} points do not fill a grid of N={n}, F={f}, T={t}")
+    return points.reshape(b, n, f, t, c).permute(0, 1, 4, 2, 3)
+
+
+def point_positions(
+    grid: tuple[int, int, int], *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Positions ``(P, 3)`` of the points of a ``(N, F, T)`` grid: ``(n / N, f / F, t / T)``, in the
+    order of :func:`to_points`."""
+    axes = [torch.arange(size, device=device, dtype=dtype) / size for size in grid]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
+def pairwise_distances(points: torch.Tensor, *, distance: Distance = "l2") -> torch.Tensor:
+    """Distances ``(B, P, P)`` between all points of each sample, from one batched matmul.
+
+    ``"l2"`` is the squared Euclidean distance ``|a|^2 + |b|^2 - 2 a.b`` (clamped at 0), ``"cosine"``
+    is ``1 - cos(a, b)``. Computed in float32 (or float64 for float64 input), with autocast off: in
+    half precision the subtraction in ``|a|^2 + |b|^2 - 2 a.b`` cancels most significant bits.
+    No gradient flows through the result.
+    """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {', '.join(map(repr, DISTANCES))}, got {distance!r}")
+    if points.dim() != 3:
+        raise ValueError(f"points must be (B, P, C), got shape {tuple(points.shape)}")
+    dtype = torch.promote_types(points.dtype, torch.float32)
+    with torch.no_grad(), torch.autocast(points.device.type, enabled=False):
+        pts = points.detach().to(dtype)
+        if distance == "cosine":
+            pts = torch.nn.functional.normalize(pts, dim=-1)
+            return torch.bmm(pts, pts.transpose(1, 2)).neg_().add_(1.0)
+        sq = pts.pow(2).sum(-1)
+        dist = torch.bmm(pts, pts.transpose(1, 2)).mul_(-2.0)
+        return dist.add_(sq.unsqueeze(2)).add_(sq.unsqueeze(1)).clamp_(min=0.0)
+
+
+#: elements of one sample's distance block computed at a time; bounds memory to O(B * rows * P)
+_KNN_BLOCK_ELEMENTS = 1 << 22
+
+
+def semantic_knn(
+    points: torch.Tensor, k: int, *, segment_size: int | None = None, distance: Distance = "l2",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Indices ``(B, P, k)`` of each point's ``k`` nearest points, nearest first.
+
+    ``points`` is ``(B, P, C)``. With ``segment_size=S`` the P points form consecutive runs of S points
+    (one run per segment) and a point never selects a point of its own run (the paper's grouper: the
+    neighbours come from other segments); without it, a point never selects itself. ``distance`` is
+    ``"l2"`` (squared Euclidean) or ``"cosine"`` (see :func:`pairwise_distances`). The indices carry
+    no gradient. Raises ``ValueError`` if ``k`` exceeds the number of candidates.
+
+    The distances are computed ``chunk_size`` rows at a time (default: about 4 M distances per
+    sample), each block from one matmul followed by its top-k, so memory grows as ``B * chunk * P``
+    rather than ``B * P^2``: a 64-segment clip fits where the full matrix would not. The exclusion is
+    an out-of-place mask, which ONNX export supports.
+    """
+    if points.dim() != 3:
+        raise ValueError(f"points must be (B, P, C), got shape {tuple(points.shape)}")
+    b, p, _ = points.shape
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {', '.join(map(repr, DISTANCES))}, got {distance!r}")
+    if segment_size is None:
+        candidates = p - 1
+        what = f"{p} points, each excluding itself"
+        run = 1
+    else:
+        if isinstance(segment_size, bool) or not isinstance(segment_size, int) or segment_size < 1:
+            raise ValueError(f"segment_size must be a positive integer, got {segment_size!r}")
+        if p % segment_size:
+            raise ValueError(f"{p} points do not split into runs of segment_size={segment_size}")
+        candidates = p - segment_size
+        what = f"{p // segment_size} segments of {segment_size} points, excluding a point's own segment"
+        run = segment_size
+    if k > candidates:
+        raise ValueError(
+            f"asked for k={k} neighbours but there are only {candidates} candidates ({what}); "
+            f"lower k or use a larger feature map"
+        )
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    rows = chunk_size or max(1, _KNN_BLOCK_ELEMENTS // p)
+    dtype = torch.promote_types(points.dtype, torch.float32)
+    with torch.no_grad(), torch.autocast(points.device.type, enabled=False):
+        pts = points.detach().to(dtype)
+        if distance == "cosine":
+            pts = torch.nn.functional.normalize(pts, dim=-1)
+        else:
+            sq = pts.pow(2).sum(-1)
+        group = torch.arange(p, device=points.device) // run  # a point's segment (or itself)
+        keys = pts.transpose(1, 2)
+        chunks = []
+        for r0 in range(0, p, rows):
+            r1 = min(p, r0 + rows)
+            dots = torch.bmm(pts[:, r0:r1], keys)  # (B, rows, P)
+            if distance == "cosine":
+                dist = 1.0 - dots
+            else:
+                dist = (sq[:, r0:r1, None] + sq[:, None, :] - 2.0 * dots).clamp(min=0.0)
+            same = group[r0:r1, None] == group[None, :]
+            dist = dist.masked_fill(same, float("inf"))
+            chunks.append(torch.topk(dist, k, dim=-1, largest=False, sorted=True).indices)
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+
+
+def gather_neighbours(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Neighbour values ``(B, P, k, *rest)`` for ``index (B, P, k)`` into ``values (B, P', *rest)``.
+
+    One ``index_select`` on the flattened points: nothing of size ``(B, P, P)`` and no repeated copy
+    of ``values`` is built (only the result), and the backward pass scatter-adds into ``values``'
+    gradient. Values shared by the whole batch, such as point positions ``(P', 3)``, are gathered
+    with plain indexing: ``positions[index]``.
+    """
+    if index.dim() != 3:
+        raise ValueError(f"index must be (B, P, k), got shape {tuple(index.shape)}")
+    b, p, k = index.shape
+    if values.dim() < 2 or values.shape[0] != b:
+        raise ValueError(
+            f"values must be (B, P', ...) with B={b} as in the index, got shape {tuple(values.shape)}"
+        )
+    count = values.shape[1]
+    offsets = torch.arange(b, device=index.device, dtype=index.dtype).mul_(count).view(b, 1, 1)
+    rows = values.reshape(b * count, *values.shape[2:])
+    return rows.index_select(0, (index + offsets).reshape(-1)).view(b, p, k, *values.shape[2:])

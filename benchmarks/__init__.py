@@ -1,0 +1,1 @@
+"""Benchmarks and experiments (run as modules: ``python -m benchmarks.NAME``)."""
