@@ -1,14 +1,11 @@
-"""Helpers for testing asczoo models and plugins (public: plugin authors use these too).
-
-``TINY_OVERRIDES`` makes any registry model small enough for a CPU unit test: narrow stage widths,
-a 32-band, 4 x 24-frame input from a 2-second, 8 kHz clip.
-"""
+"""Recipe overrides that make any registry model small enough for a CPU unit test."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+#: Narrow stage widths and a 32-band, 4 x 24-frame input from a 2-second, 8 kHz clip.
 TINY_OVERRIDES: dict[str, Any] = {
     "backbone": {"channels": [8, 16, 32, 64], "stem_width": 8},
     "frontend": {
