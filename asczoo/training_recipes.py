@@ -1,0 +1,608 @@
+"""Training recipes: what ``asczoo train NAME`` runs, read from YAML and validated like ``registry.yaml``.
+
+A training-recipe file (``plugins/asczoo_plugins/training_recipes/*.yaml``, a plugin's own, or any
+path given to ``asczoo train``) is read with ``yaml.safe_load``::
+
+    version: 1
+    recipes:
+      dcase2019-atresn-net-resnet18:
+        description: ATReSN-Net on ResNet-18, DCASE 2019 Task 1a, fold 1 (paper, section 3)
+        data: {dataset: dcase2019-task1a, fold: 1}
+        seed: 0
+        stages:
+          - name: stage1                    # segment model on single segments
+            model: resnet18-segments        # a registry model; `overrides` are merged into its recipe
+            unit: segment                   # segment: each clip's N segments are N samples
+            epochs: 105
+            batch_size: 128
+            optimizer: {name: sgd, lr: 0.1, momentum: 0.9, weight_decay: 1.0e-4, nesterov: true}
+            schedule: {name: step, step_epochs: 30, gamma: 0.1}
+            augment: [{plugin: lr-swap, per: batch}]
+          - name: stage2
+            model: atresn-net-resnet18
+            init_from: stage1               # an earlier stage (its kept model), or a model folder
+            epochs: 100
+            ...
+      dcase2018-atresn-net-resnet18:
+        extends: dcase2019-atresn-net-resnet18      # deep-merged over the named recipe
+        data: {dataset: dcase2018-task1a}
+
+Stages are a list, but a mapping merged into it addresses its items by index or by name, so
+``extends`` and overrides can change one stage: ``stages: {stage2: {epochs: 3}}``, or on the command
+line ``--set stages.1.epochs=3`` / ``--set stages.stage2.epochs=3`` (indices count from 0).
+
+Every section is checked when the file is read: unknown keys, wrong types and impossible values are
+refused with a :class:`~asczoo.arguments.RecipeError` that names the file, the recipe and the key in the
+dotted form ``--set`` uses (``stages.1.optimizer.lr``). Models, datasets and augmentations must be
+known to a loaded plugin (for a plugin's own file, a recipe whose parts are missing is only marked
+unavailable, as with model recipes).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import inspect
+import os
+import re
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+from asczoo import plugins
+from asczoo.arguments import RecipeError, check_arguments
+
+FILE_KEYS = {"version", "recipes"}
+RECIPE_KEYS = {"description", "extends", "paper", "notes", "data", "seed", "engine", "stages"}
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+# -- the schema: each section is a keyword-only signature (checked with check_arguments) ---------------
+
+def data_section(
+    *,
+    dataset: str = "dcase2019-task1a",
+    root: str | None = None,
+    fold: int | None = 1,
+    cache: str | None = None,
+    cache_dtype: Literal["float16", "float32"] = "float16",
+    options: dict | None = None,
+    synth: dict | None = None,
+) -> None:
+    """``data``: the dataset plugin, its root (``--data`` wins), fold, feature-cache folder (default
+    ``ROOT/.asczoo-cache``), options for the plugin, and ``synth`` (options of
+    :func:`asczoo.synth.synthesize`: a dataset written into the root when it has none yet)."""
+
+
+def engine_section(
+    *,
+    device: str = "auto",
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto",
+    channels_last: bool | Literal["auto"] = "auto",
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = False,
+    num_workers: int | Literal["auto"] = "auto",
+    data_on_device: bool | Literal["auto"] = "auto",
+    sync_batchnorm: bool = False,
+    eval_batch_size: int | None = None,
+    deterministic: bool = False,
+    threads: int | None = None,
+    progress: bool | Literal["auto"] = "auto",
+    tensorboard: bool | Literal["auto"] = "auto",
+) -> None:
+    """``engine``: how to run, not what to learn (so it may change on ``--resume``).
+
+    ``device`` auto picks ``cuda:LOCAL_RANK``, else CPU. ``precision`` auto is bf16 autocast on CUDA,
+    fp32 elsewhere; ``channels_last`` auto is on for CUDA. ``compile`` wraps the model in
+    ``torch.compile`` (a mode name picks the mode). ``data_on_device`` auto holds all features on the
+    device when they fit (half of free GPU memory, a quarter of RAM on CPU), else streams them from
+    the cache through a DataLoader with ``num_workers`` workers and pinned memory. ``sync_batchnorm``
+    makes batch norm use the statistics of the global batch under DDP (then a multi-process run
+    computes what one process computes on the same global batch).
+    """
+
+
+def sgd(*, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+        dampening: float = 0.0) -> None:
+    """SGD (with Nesterov momentum if ``nesterov``): the paper's optimiser for both stages."""
+
+
+def adam(*, lr: float, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.0, eps: float = 1e-8) -> None:
+    """Adam (L2 weight decay)."""
+
+
+def adamw(*, lr: float, betas: list[float] = (0.9, 0.999), weight_decay: float = 0.01, eps: float = 1e-8) -> None:
+    """AdamW (decoupled weight decay)."""
+
+
+def step(*, step_epochs: int, gamma: float = 0.1) -> None:
+    """lr x ``gamma`` every ``step_epochs`` epochs (the paper: x0.1 every 30, resp. 40)."""
+
+
+def multistep(*, milestones: list[int], gamma: float = 0.1) -> None:
+    """lr x ``gamma`` at each listed epoch."""
+
+
+def cosine(*, min_lr: float = 0.0) -> None:
+    """Cosine decay from lr to ``min_lr`` over the stage's epochs."""
+
+
+def constant() -> None:
+    """A constant learning rate."""
+
+
+OPTIMIZERS = {"sgd": sgd, "adam": adam, "adamw": adamw}
+SCHEDULES = {"step": step, "multistep": multistep, "cosine": cosine, "constant": constant}
+
+
+def stage_section(
+    *,
+    name: str,
+    model: str,
+    description: str = "",
+    overrides: dict | None = None,
+    init_from: str | None = None,
+    unit: Literal["segment", "clip"] = "clip",
+    epochs: int,
+    batch_size: int,
+    optimizer: dict,
+    schedule: dict | None = None,
+    augment: list | None = None,
+    label_smoothing: float = 0.0,
+    drop_last: bool = True,
+    keep: Literal["best", "last"] = "best",
+    eval_every: int = 1,
+    eval_at_start: bool | None = None,
+) -> None:
+    """One stage: train ``model`` (with ``overrides``) for ``epochs``.
+
+    ``unit: segment`` trains on single segments (each clip's N segments become N samples of shape
+    (1, 3, F, T), the paper's stage 1); ``clip`` on whole segment sequences. Evaluation is always on
+    clips. ``init_from`` names an earlier stage (its kept model) or a saved model folder /
+    ``model.safetensors``. ``keep`` chooses which weights the stage hands on: the epoch with the best
+    evaluation accuracy, or the last. ``eval_at_start`` (default: when ``init_from`` is set) evaluates
+    the initialised model before the first step (epoch 0 in the metrics).
+    """
+
+
+# -- merging with stages addressable by index or name ---------------------------------------------------
+
+def merge(base: Any, override: Any, *, path: str = "") -> Any:
+    """Deep-merge ``override`` into a copy of ``base``.
+
+    Mappings merge key by key; a mapping merged into a list addresses its items by index (``"1"`` or
+    ``1``) or by their ``name``; any other value replaces. ``path`` is the dotted key, for messages.
+    """
+    if isinstance(override, Mapping) and isinstance(base, Mapping):
+        out = copy.deepcopy(dict(base))
+        for key, value in override.items():
+            sub = f"{path}.{key}" if path else str(key)
+            out[key] = merge(out[key], value, path=sub) if key in out else copy.deepcopy(value)
+        return out
+    if isinstance(override, Mapping) and isinstance(base, list):
+        out = copy.deepcopy(base)
+        for key, value in override.items():
+            index = _list_index(out, key, path)
+            out[index] = merge(out[index], value, path=f"{path}.{key}")
+        return out
+    return copy.deepcopy(override)
+
+
+def _list_index(items: list, key: Any, path: str) -> int:
+    if isinstance(key, int) and not isinstance(key, bool) or isinstance(key, str) and key.isdigit():
+        index = int(key)
+        if not 0 <= index < len(items):
+            raise RecipeError(f"key '{path}.{key}': index {index} is out of range (there are {len(items)} items, "
+                              "counted from 0)")
+        return index
+    names = [item.get("name") if isinstance(item, Mapping) else None for item in items]
+    if key in names:
+        return names.index(key)
+    known = ", ".join(str(n) for n in names if n is not None) or "none"
+    raise RecipeError(f"key '{path}.{key}': no item named {key!r} (names: {known}; or use an index from 0)")
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set`` items (``stages.1.epochs=3``) -> a nested mapping for :func:`merge`."""
+    from asczoo.overrides import parse_override
+
+    merged: dict[str, Any] = {}
+    for item in items:
+        merged = merge(merged, parse_override(item))
+    return merged
+
+
+# -- validation -------------------------------------------------------------------------------------------
+
+class _Unavailable(RecipeError):
+    """A recipe names a model, dataset or augmentation that no loaded plugin provides."""
+
+
+def _coerce_numbers(section: dict[str, Any], factory: Any) -> dict[str, Any]:
+    """YAML 1.1 reads ``1e-4`` as a string; accept it where the signature wants a number."""
+    out = dict(section)
+    for key, param in inspect.signature(factory).parameters.items():
+        value = out.get(key)
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()) and "float" in str(param.annotation):
+            out[key] = float(value)
+    return out
+
+
+def _check_section(value: Any, factory: Any, where: str) -> dict[str, Any]:
+    """Check a mapping against ``factory``'s keyword-only signature; return it with defaults filled in."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise RecipeError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+    value = _coerce_numbers(dict(value), factory)
+    check_arguments(factory, value, where=where)
+    out = {}
+    for key, param in inspect.signature(factory).parameters.items():
+        default = param.default if param.default is not inspect.Parameter.empty else None
+        out[key] = copy.deepcopy(value.get(key, list(default) if isinstance(default, tuple) else default))
+    return out
+
+
+def _positive(value: Any, where: str, key: str, *, integer: bool = False, zero: bool = False) -> None:
+    if value is None:
+        return
+    bad = value < 0 if zero else value <= 0
+    if bad:
+        kind = "integer" if integer else "number"
+        raise RecipeError(f"{where}: key '{key}' must be a {'non-negative' if zero else 'positive'} {kind}, got {value!r}")
+
+
+def _named(spec: Any, table: Mapping[str, Any], where: str, what: str) -> dict[str, Any]:
+    """``{name: X, **options}`` checked against ``table[X]``'s signature."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping):
+        raise RecipeError(f"{where}: expected a mapping with a 'name' key, got {type(spec).__name__} {spec!r}")
+    name = spec.get("name")
+    if name not in table:
+        raise RecipeError(f"{where}: key 'name' is {name!r}; expected one of the {what}: {', '.join(sorted(table))}")
+    options = _check_section({k: v for k, v in spec.items() if k != "name"}, table[name], where)
+    return {"name": name, **options}
+
+
+def validate_training_recipe(recipe: Mapping[str, Any], *, where: str, check_parts: bool = True) -> dict[str, Any]:
+    """Check a merged training recipe and return it normalised (defaults filled in).
+
+    ``where`` prefixes every message (``file: recipe 'name'``); keys are named in ``--set`` form. With
+    ``check_parts`` the models, the dataset and the augmentations must be known to loaded plugins.
+    """
+    if not isinstance(recipe, Mapping):
+        raise RecipeError(f"{where}: expected a mapping of sections, got {type(recipe).__name__}")
+    unknown = set(recipe) - RECIPE_KEYS
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {', '.join(sorted(map(repr, unknown)))}; "
+                          f"expected some of {', '.join(sorted(RECIPE_KEYS - {'extends'}))}")
+    out: dict[str, Any] = {k: copy.deepcopy(v) for k, v in recipe.items() if k in ("description", "paper", "notes")}
+    out.setdefault("description", "")
+    seed = recipe.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise RecipeError(f"{where}: key 'seed' must be a non-negative integer, got {seed!r}")
+    out["seed"] = seed
+    out["data"] = data = _check_section(recipe.get("data"), data_section, f"{where}, section 'data'")
+    if data["fold"] is not None:
+        _positive(data["fold"], f"{where}, section 'data'", "fold", integer=True)
+    for key in ("options", "synth"):
+        data[key] = dict(data[key] or {}) if key == "options" else data[key]
+    out["engine"] = engine = _check_section(recipe.get("engine"), engine_section, f"{where}, section 'engine'")
+    for key in ("eval_batch_size", "threads"):
+        _positive(engine[key], f"{where}, section 'engine'", key, integer=True)
+    if isinstance(engine["num_workers"], int):
+        _positive(engine["num_workers"], f"{where}, section 'engine'", "num_workers", integer=True, zero=True)
+    if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", engine["device"]):
+        raise RecipeError(f"{where}, section 'engine': key 'device' is {engine['device']!r}; "
+                          "expected auto, cpu, cuda, cuda:N or mps")
+
+    stages = recipe.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise RecipeError(f"{where}: key 'stages' must be a non-empty list of stages")
+    out["stages"] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(stages):
+        swhere = f"{where}, section 'stages.{i}'"
+        if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
+            swhere += f" ({raw['name']})"
+        stage = _check_section(raw, stage_section, swhere)
+        if not _NAME_RE.match(stage["name"]):
+            raise RecipeError(f"{swhere}: key 'name' {stage['name']!r} must be lower-case letters, digits, '-' or '_'")
+        if stage["name"] in seen or stage["name"].isdigit():
+            raise RecipeError(f"{swhere}: key 'name' {stage['name']!r} is used twice (or is a number)")
+        seen[stage["name"]] = i
+        for key in ("epochs", "batch_size", "eval_every"):
+            _positive(stage[key], swhere, key, integer=True)
+        if not 0.0 <= stage["label_smoothing"] < 1.0:
+            raise RecipeError(f"{swhere}: key 'label_smoothing' must be in [0, 1), got {stage['label_smoothing']!r}")
+        stage["overrides"] = dict(stage["overrides"] or {})
+        stage["optimizer"] = _named(stage["optimizer"], OPTIMIZERS, f"{swhere}, key 'optimizer'", "optimisers")
+        _positive(stage["optimizer"]["lr"], f"{swhere}, key 'optimizer'", "lr")
+        _positive(stage["optimizer"].get("weight_decay"), f"{swhere}, key 'optimizer'", "weight_decay", zero=True)
+        stage["schedule"] = _named(stage["schedule"] or "constant", SCHEDULES, f"{swhere}, key 'schedule'", "schedules")
+        if stage["schedule"]["name"] == "step":
+            _positive(stage["schedule"]["step_epochs"], f"{swhere}, key 'schedule'", "step_epochs", integer=True)
+        augment = stage["augment"] or []
+        if not isinstance(augment, list):
+            raise RecipeError(f"{swhere}: key 'augment' must be a list of augmentations ({{plugin: NAME, ...}})")
+        stage["augment"] = [_augmentation(a, f"{swhere}, key 'augment.{j}'", check_parts) for j, a in enumerate(augment)]
+        source = stage["init_from"]
+        if source is not None and _NAME_RE.match(source) and not Path(source).exists():
+            if source not in seen or seen[source] >= i:
+                raise RecipeError(f"{swhere}: key 'init_from' is {source!r}, which is neither an earlier stage "
+                                  f"({', '.join(n for n, j in seen.items() if j < i) or 'none'}) nor an existing path")
+        if stage["eval_at_start"] is None:
+            stage["eval_at_start"] = source is not None
+        out["stages"].append(stage)
+    if check_parts:
+        _check_parts(out, where)
+    return out
+
+
+def _augmentation(spec: Any, where: str, check_parts: bool) -> dict[str, Any]:
+    """An ``augment`` item: a plugin name, or ``{plugin: NAME, **options}`` as in model recipes."""
+    if isinstance(spec, str):
+        spec = {"plugin": spec}
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("plugin"), str):
+        raise RecipeError(f"{where}: expected an augmentation name or {{plugin: NAME, ...options}}, got {spec!r}")
+    options = {k: v for k, v in spec.items() if k != "plugin"}
+    if check_parts:
+        try:
+            part = plugins.get_part("augmentation", spec["plugin"])
+        except plugins.UnknownPartError as exc:
+            raise _Unavailable(f"{where}: key 'plugin': {exc}") from None
+        options = _coerce_numbers(options, part.factory)
+        check_arguments(part.factory, options, where=where)
+    return {"plugin": spec["plugin"], **options}
+
+
+def _check_parts(recipe: dict[str, Any], where: str) -> None:
+    from asczoo.factory import model_recipe
+
+    try:
+        plugins.get_part("dataset", recipe["data"]["dataset"])
+    except plugins.UnknownPartError as exc:
+        raise _Unavailable(f"{where}, section 'data': key 'dataset': {exc}") from None
+    resolved = {}
+    for i, stage in enumerate(recipe["stages"]):
+        swhere = f"{where}, section 'stages.{i}' ({stage['name']})"
+        try:
+            model = model_recipe(stage["model"], overrides=stage["overrides"] or None)
+        except KeyError as exc:
+            raise _Unavailable(f"{swhere}: key 'model': {exc.args[0] if exc.args else exc}") from None
+        except RecipeError as exc:
+            raise RecipeError(f"{swhere}: key 'overrides': {exc}") from None
+        resolved[stage["name"]] = model
+        source = stage["init_from"]
+        if source in resolved and source != stage["name"]:
+            if resolved[source]["backbone"] != model["backbone"]:
+                raise RecipeError(
+                    f"{swhere}: key 'init_from': stage {source!r} trains the backbone "
+                    f"{resolved[source]['backbone']}, which cannot initialise {model['backbone']}; "
+                    "give both stages the same backbone overrides")
+            if resolved[source]["frontend"] != model["frontend"]:
+                raise RecipeError(f"{swhere}: key 'init_from': stage {source!r} uses another frontend; "
+                                  "give both stages the same frontend overrides")
+        if stage["unit"] == "segment" and model.get("relation"):
+            raise RecipeError(f"{swhere}: key 'unit': a model with relation blocks needs whole clips (unit: clip)")
+
+
+# -- files and the registry of training recipes ---------------------------------------------------------
+
+class TrainingRecipeEntry:
+    """One named training recipe: raw mapping, origin, owner; resolved on first use."""
+
+    def __init__(self, name: str, raw: dict[str, Any], origin: str, owner: str) -> None:
+        self.name, self.raw, self.origin, self.owner = name, raw, origin, owner
+        self.resolved: dict[str, Any] | None = None
+        self.unavailable = ""
+
+    @property
+    def description(self) -> str:
+        return str((self.resolved or self.raw).get("description", ""))
+
+
+class TrainingRecipeRegistry:
+    """Named training recipes from plugins (and files read on request), ``extends`` resolved."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, TrainingRecipeEntry] = {}
+
+    def add_source(self, source: Any, *, owner: str, strict: bool, resolve: bool = True) -> list[str]:
+        """Read one file or mapping. ``resolve=False`` defers validation (files that extend each other
+        are all read first); ``strict`` raises on parts no plugin provides instead of marking the
+        recipe unavailable."""
+        origin, data = read_source(source, owner)
+        added = []
+        for name, raw in data.items():
+            if not isinstance(name, str) or not _NAME_RE.match(name):
+                raise RecipeError(f"{origin}: recipe name {name!r} must be lower-case letters, digits, '-' or '_'")
+            if name in self.entries:
+                raise RecipeError(f"{origin}: recipe {name!r} is defined twice: in {self.entries[name].origin} and in {origin}")
+            if not isinstance(raw, dict):
+                raise RecipeError(f"{origin}: recipe {name!r}: expected a mapping of sections, got {type(raw).__name__}")
+        for name, raw in data.items():
+            self.entries[name] = TrainingRecipeEntry(name, raw, origin, owner)
+            added.append(name)
+        if resolve:
+            try:
+                for name in added:
+                    self.resolve(name, strict=strict)
+            except RecipeError:
+                for name in added:
+                    self.entries.pop(name, None)
+                raise
+        return added
+
+    def resolve(self, name: str, *, strict: bool) -> dict[str, Any]:
+        entry = self.entries[name]
+        if entry.resolved is not None:
+            return entry.resolved
+        where = f"{entry.origin}: recipe {name!r}"
+        body = self._raw_chain(name)
+        parent = entry.raw.get("extends")
+        if parent is not None:
+            self.resolve(parent, strict=strict)
+            entry.unavailable = entry.unavailable or self.entries[parent].unavailable
+        try:
+            entry.resolved = validate_training_recipe(body, where=where)
+        except _Unavailable as exc:
+            if strict:
+                raise RecipeError(str(exc)) from None
+            entry.unavailable = str(exc)
+            entry.resolved = validate_training_recipe(body, where=where, check_parts=False)
+        return entry.resolved
+
+    def _raw_chain(self, name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The recipe's body with its ``extends`` chain merged, before validation (defaults not filled)."""
+        entry = self.entries[name]
+        body = {k: v for k, v in entry.raw.items() if k != "extends"}
+        parent = entry.raw.get("extends")
+        if parent is None:
+            return copy.deepcopy(body)
+        where = f"{entry.origin}: recipe {name!r}"
+        if not isinstance(parent, str) or parent not in self.entries:
+            raise RecipeError(f"{where}: key 'extends' names {parent!r}, which is not a known training recipe")
+        if parent in chain or parent == name:
+            raise RecipeError(f"{where}: key 'extends' forms a cycle: {' -> '.join((*chain, name, parent))}")
+        base = self._raw_chain(parent, (*chain, name))
+        base.pop("description", None)
+        try:
+            return merge(base, body)
+        except RecipeError as exc:
+            raise RecipeError(f"{where}: {exc}") from None
+
+    def names(self, pattern: str = "*", *, include_unavailable: bool = False) -> list[str]:
+        return sorted(n for n, e in self.entries.items()
+                      if fnmatch.fnmatchcase(n, pattern) and (include_unavailable or not e.unavailable))
+
+    def get(self, name: str) -> TrainingRecipeEntry:
+        if name not in self.entries:
+            close = [n for n in self.entries if any(part in n for part in name.split("-") if len(part) > 3)][:6]
+            hint = f"; similar: {', '.join(sorted(close))}" if close else ""
+            raise KeyError(f"no training recipe named {name!r}{hint} (see `asczoo train --list`)")
+        entry = self.entries[name]
+        if entry.unavailable:
+            raise KeyError(f"training recipe {name!r} cannot run here: {entry.unavailable}")
+        return entry
+
+
+def read_source(source: Any, owner: str) -> tuple[str, dict[str, Any]]:
+    """A training-recipe file or mapping -> ``(origin for messages, {name: raw recipe})``."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        origin = str(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise RecipeError(f"{origin}: cannot read training recipe file: {exc.strerror or exc}") from exc
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
+    elif isinstance(source, Mapping):
+        origin = f"<training recipes from {owner}>"
+        data = copy.deepcopy(dict(source))
+    else:
+        raise RecipeError(f"training recipe source from {owner!r} must be a path or a mapping, got {type(source).__name__}")
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise RecipeError(f"{origin}: expected a mapping with a 'recipes' key at the top level")
+    unknown = set(data) - FILE_KEYS
+    if unknown:
+        raise RecipeError(f"{origin}: unknown top-level key(s) {', '.join(sorted(map(repr, unknown)))}; "
+                          f"expected {', '.join(sorted(FILE_KEYS))}")
+    if data.get("version", 1) != 1:
+        raise RecipeError(f"{origin}: key 'version' is {data.get('version')!r}; this asczoo reads version 1")
+    recipes = data.get("recipes") or {}
+    if not isinstance(recipes, dict):
+        raise RecipeError(f"{origin}: key 'recipes' must map recipe names to recipes")
+    return origin, recipes
+
+
+_REGISTRY: TrainingRecipeRegistry | None = None
+_LOCK = threading.RLock()
+
+
+def registry() -> TrainingRecipeRegistry:
+    """The training recipes that plugins registered (``asczoo_register_training_recipes``)."""
+    global _REGISTRY
+    with _LOCK:
+        host = plugins.host()
+        if _REGISTRY is None or getattr(_REGISTRY, "_host", None) is not host:
+            reg = TrainingRecipeRegistry()
+            for src in host.training_recipe_sources:
+                try:
+                    reg.add_source(src.source, owner=src.owner, strict=False, resolve=False)
+                except RecipeError as exc:
+                    if host.strict:
+                        raise
+                    warnings.warn(f"training recipes from plugin {src.owner!r} skipped: {exc}", RuntimeWarning,
+                                  stacklevel=2)
+            for name in list(reg.entries):  # after every file is read: `extends` may cross files
+                try:
+                    reg.resolve(name, strict=False)
+                except RecipeError as exc:
+                    if host.strict:
+                        raise
+                    reg.entries[name].unavailable = str(exc)
+                    warnings.warn(f"training recipe {name!r} is invalid and was skipped: {exc}", RuntimeWarning,
+                                  stacklevel=2)
+            reg._host = host
+            _REGISTRY = reg
+        return _REGISTRY
+
+
+def list_training_recipes(pattern: str = "*") -> list[str]:
+    """Sorted names of the training recipes that can run here, filtered with shell-style wildcards."""
+    return registry().names(pattern)
+
+
+def load(recipe: str | os.PathLike | Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None = None,
+         ) -> tuple[str, dict[str, Any]]:
+    """Resolve a training recipe -> ``(name, validated recipe)``.
+
+    ``recipe``: a registered name, a YAML file (with one recipe, or ``FILE:NAME`` to pick one), or a
+    mapping (one recipe's sections). ``overrides``: a nested mapping or ``--set`` strings, merged
+    before validation (so a bad override is reported with its key).
+    """
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_set(overrides)
+    if isinstance(recipe, Mapping):
+        name, where, body = "custom", "<training recipe mapping>", copy.deepcopy(dict(recipe))
+        if "extends" in body:
+            parent = registry().get(body.pop("extends"))
+            body = merge(registry()._raw_chain(parent.name), body)
+    else:
+        text = os.fspath(recipe)
+        file, _, pick = text.partition(":") if not Path(text).exists() and ":" in text else (text, "", "")
+        if Path(file).suffix in (".yaml", ".yml") or Path(file).exists():
+            reg = TrainingRecipeRegistry()
+            for existing, entry in registry().entries.items():  # a file may extend a registered recipe
+                reg.entries[existing] = entry
+            origin, data = read_source(file, owner=file)
+            if not data:
+                raise RecipeError(f"{origin}: no recipes in the file")
+            if pick and pick not in data:
+                raise RecipeError(f"{origin}: no recipe named {pick!r} (recipes: {', '.join(data)})")
+            if not pick and len(data) > 1:
+                raise RecipeError(f"{origin}: holds {len(data)} recipes ({', '.join(data)}); pick one as {file}:NAME")
+            name = pick or next(iter(data))
+            for n, raw in data.items():
+                reg.entries[n] = TrainingRecipeEntry(n, raw, origin, file)
+            where = f"{origin}: recipe {name!r}"
+            body = reg._raw_chain(name)
+        else:
+            name = text
+            entry = registry().get(name)
+            where = f"{entry.origin}: recipe {name!r}"
+            body = registry()._raw_chain(name)
+    if overrides:
+        try:
+            body = merge(body, overrides)
+        except RecipeError as exc:
+            raise RecipeError(f"{where}: override {exc}") from None
+        where += " with overrides"
+    return name, validate_training_recipe(body, where=where)
