@@ -555,6 +555,13 @@ def registry() -> TrainingRecipeRegistry:
         return _REGISTRY
 
 
+def invalidate() -> None:
+    """Drop the cached registry; rebuilt on next use (a plugin was added in-process)."""
+    global _REGISTRY
+    with _LOCK:
+        _REGISTRY = None
+
+
 def list_training_recipes(pattern: str = "*") -> list[str]:
     """Sorted names of the training recipes that can run here, filtered with shell-style wildcards."""
     return registry().names(pattern)

@@ -141,3 +141,18 @@ def test_cli_lists_and_shows(capsys):
     assert "epochs: 3" in capsys.readouterr().out
     assert main(["train", "dcase2019-atresn-net-resnet18", "--show", "--set", "stages.1.epochs=zero"]) == 2
     assert "epochs" in capsys.readouterr().err
+
+
+def test_in_process_plugin_training_recipes_are_seen():
+    import asczoo
+    from asczoo import plugins, training_recipes
+
+    training_recipes.list_training_recipes()  # cache the registry first
+
+    class Recipes:
+        @asczoo.hookimpl
+        def asczoo_register_training_recipes(self, register):
+            register({"version": 1, "recipes": {"my-in-process-recipe": {"extends": "quickstart"}}})
+
+    assert plugins.register_plugin(Recipes(), "in-process-recipes")
+    assert "my-in-process-recipe" in training_recipes.list_training_recipes()
