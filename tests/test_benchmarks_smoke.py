@@ -1,0 +1,87 @@
+"""Benchmarks (``python -m benchmarks.NAME``) stay runnable: their shared machinery, their references and
+the no-GPU path, at the tiniest sizes. The benchmarks themselves are not run here (see benchmarks/)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import common
+
+
+def test_result_line_round_trips_and_rejects_spaces():
+    line = common.result_line(speedup=2.5, memory_ratio=math.nan, device="H100", batch=16)
+    assert line == "RESULT speedup=2.5 memory_ratio=nan device=H100 batch=16"
+    assert common.parse_result("table\n" + line + "\n") == {
+        "speedup": "2.5", "memory_ratio": "nan", "device": "H100", "batch": "16"}
+    with pytest.raises(ValueError):
+        common.result_line(device="two words")
+    with pytest.raises(ValueError):
+        common.parse_result("no result here")
+
+
+def test_table_and_interleaved_timing():
+    text = common.table(["a", "bb"], [[1, "x"], [22, "yyy"]])
+    assert text.splitlines()[0] == "|  a |  bb |"
+    assert len(text.splitlines()) == 4
+    calls = []
+    timings = common.interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up, then round-robin
+    assert all(len(t.samples) == 3 and t.median >= 0 for t in timings.values())
+
+
+def test_peak_memory_measures_a_known_allocation_and_enforces_the_budget():
+    got = common.peak_memory("benchmarks.common:probe", {"mib": 64}, threads=1)
+    assert got["ok"] and 60 * common.MiB <= got["peak"] <= 72 * common.MiB
+    capped = common.peak_memory("benchmarks.common:probe", {"mib": 256}, threads=1, limit_bytes=64 * common.MiB)
+    assert not capped["ok"] and capped["peak"] is None
+
+
+def test_dense_reference_computes_the_block_function():
+    pytest.importorskip("asczoo_plugins.relation")
+    from benchmarks.relation_block import check_equivalence
+
+    assert check_equivalence(16, 2, 3, 3, batch=2, segments=4) < 1e-9
+
+
+def test_scaling_exponent():
+    from benchmarks.scaling import slope
+
+    assert slope([1, 2, 4], [3, 12, 48]) == pytest.approx(2.0)
+    assert slope([1, 2, 4], [5, 10, 20]) == pytest.approx(1.0)
+
+
+def test_authors_frontend_pipeline_matches_asczoo():
+    pytest.importorskip("librosa")
+    import asczoo
+    from benchmarks.frontend import SR, authors_pipeline, make_clips
+
+    clip = make_clips(1)[0]
+    ours = asczoo.create_frontend("dcase-logmel")(torch.from_numpy(clip.T.astype(np.float32)), SR).numpy()
+    assert ours.shape == (8, 3, 128, 80)
+    assert np.abs(ours - authors_pipeline(clip)).max() < 1e-3
+
+
+def test_gpu_benchmark_without_cuda_says_not_measured(capsys, monkeypatch):
+    from benchmarks import gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    threads = torch.get_num_threads()
+    try:
+        out = gpu.main([])
+    finally:
+        torch.set_num_threads(threads)
+    text = capsys.readouterr().out
+    assert "not measured" in text and out["measured"] is False
+    assert common.parse_result(text) == {"clips_per_s": "not_measured", "stage2_minutes": "not_measured"}
+
+
+def test_gpu_peak_table():
+    from benchmarks.gpu import bf16_peak
+
+    assert bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert bf16_peak("NVIDIA H100 PCIe") == 756e12
+    assert math.isnan(bf16_peak("Some Future GPU"))
