@@ -15,8 +15,9 @@ its own). The outputs are compared before timing.
 Also: the end-to-end throughput of ``asczoo extract`` with its default workers on a synthetic
 dataset written by ``asczoo synth`` (reading, checks, features, shards, statistics).
 
-Run: ``python -m benchmarks.frontend [--quick]``; last line ``RESULT speedup=... extract_clips_per_s=...``
-(``speedup``: asczoo per clip against the authors' pipeline).
+Run: ``python -m benchmarks.frontend [--quick]`` (``--quick``: 2 clips, 20 for extract); last line
+``RESULT speedup=... extract_clips_per_s=...`` (``speedup``: asczoo per clip against the authors'
+pipeline).
 """
 
 from __future__ import annotations

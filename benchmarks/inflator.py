@@ -7,8 +7,8 @@ same function; the script checks that (outputs and input gradients, max abs diff
 times, interleaved: inference (eval, no grad) and a training forward + backward, at the full DCASE
 input ``(B, 8, 3, 128, 80)``.
 
-Run: ``python -m benchmarks.inflator [--quick]``; last line ``RESULT speedup=... forward_speedup=...``
-(``speedup``: conv3d time / folded time for forward + backward).
+Run: ``python -m benchmarks.inflator [--quick]`` (``--quick``: B = 1); last line
+``RESULT speedup=... forward_speedup=...`` (``speedup``: conv3d time / folded time, forward + backward).
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(common.table(["pass", "folded ms", "conv3d ms", "conv3d / folded"], rows))
     speedup = common.ratio(t_train["conv3d"].median, t_train["folded"].median)
     forward = common.ratio(t_inf["conv3d"].median, t_inf["folded"].median)
-    print(common.result_line(speedup=speedup, forward_speedup=forward, batch=batch, max_abs_diff=max(out_diff, grad_diff)))
+    print(common.result_line(speedup=speedup, forward_speedup=forward, batch=batch,
+                             max_abs_diff=max(out_diff, grad_diff)))
     return {"env": env, "speedup": speedup, "forward_speedup": forward}
 
 

@@ -6,8 +6,8 @@ A training step is the paper's stage 2: batch 16 of ``(8, 3, 128, 80)`` clips, f
 backward, SGD with momentum 0.9 (lr 0.002, weight decay 1e-4). Inference is one clip, eval mode, no
 gradient. The models are timed interleaved, median of the repeats.
 
-Run: ``python -m benchmarks.models [--quick]``; last line ``RESULT atresn_overhead=...``
-(ATReSN-Net step time / ``resnet18-3d`` step time; target at most 1.5).
+Run: ``python -m benchmarks.models [--quick]`` (``--quick``: batch 1, 2 repeats); last line
+``RESULT atresn_overhead=...`` (ATReSN-Net step time / ``resnet18-3d`` step time; target at most 1.5).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ segment: P = 1280) and stage 3 (C = 256, 8 x 5: P = 320), k = 4, 8, 16. Time is 
 interleaved repeats; peak memory is the extra resident memory of one forward + backward in a fresh
 process (:func:`benchmarks.common.peak_memory`).
 
-Run: ``python -m benchmarks.relation_block [--quick]``; last line
-``RESULT speedup=... memory_ratio=...`` for P = 1280, C = 128, k = 8 (reference / asczoo).
+Run: ``python -m benchmarks.relation_block [--quick]`` (``--quick``: only P = 1280, k = 8, at B = 4);
+last line ``RESULT speedup=... memory_ratio=...`` for P = 1280, C = 128, k = 8 (reference / asczoo).
 """
 
 from __future__ import annotations

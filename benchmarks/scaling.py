@@ -13,15 +13,14 @@ float32 matrix alone is 6.25 GiB. Time (median of interleaved repeats) is measur
 the variant fits. The growth exponent is the least-squares slope of log(peak) against log(P): 2 for
 memory dominated by the ``P x P`` distance matrix, 1 for memory linear in the number of points.
 
-Run: ``python -m benchmarks.scaling [--quick]``; last line ``RESULT memory_exponent=...`` (asczoo's
-block), with ``dense_memory_exponent`` and ``largest_fitting_segments`` of both.
+Run: ``python -m benchmarks.scaling [--quick]`` (``--quick``: B = 1, N = 8, 16, 32); last line
+``RESULT memory_exponent=...`` (asczoo's block), with ``dense_memory_exponent`` and
+``largest_fitting_segments`` of both.
 """
 
 from __future__ import annotations
 
 import math
-
-import torch
 
 from benchmarks import common
 from benchmarks.relation_block import build, train_step
@@ -97,8 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"largest clip that fits in {args.budget_gib:g} GiB: asczoo N = {largest['asczoo']}, "
           f"dense N = {largest['dense']}")
     print(common.result_line(memory_exponent=mem_exp, dense_memory_exponent=dense_exp, time_exponent=time_exp,
-                             largest_fitting_segments=largest["asczoo"], dense_largest_fitting_segments=largest["dense"],
-                             batch=batch, budget_gib=args.budget_gib))
+                             largest_fitting_segments=largest["asczoo"],
+                             dense_largest_fitting_segments=largest["dense"], batch=batch,
+                             budget_gib=args.budget_gib))
     return {"env": env, "memory_exponent": mem_exp, "peaks": peaks, "times": times}
 
 
