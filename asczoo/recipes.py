@@ -59,7 +59,6 @@ HOST_SUPPLIED = {
 RELATION_HOST_KEYS = ("placement", "position", "per_placement")
 RECIPE_KEYS = {*SECTIONS, "description", "extends", "num_classes", "classes", "weights", "paper", "notes"}
 REQUIRED_SECTIONS = ("backbone", "inflator", "head", "frontend")
-FILE_KEYS = {"version", "models"}
 WEIGHT_KEYS = {"repo_id", "revision", "description", "metrics", "license", "default"}
 _MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -104,37 +103,7 @@ class RecipeRegistry:
     def add_source(self, source: Any, *, owner: str, strict: bool) -> list[str]:
         """Read one file or mapping; ``strict`` raises on parts no plugin provides, else marks the
         recipe unavailable (used for plugins' own files, so a disabled plugin does not break listing)."""
-        if isinstance(source, (str, os.PathLike)):
-            path = Path(source)
-            origin = str(path)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise RecipeError(f"{origin}: cannot read recipe file: {exc.strerror or exc}") from exc
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
-        elif isinstance(source, Mapping):
-            origin = f"<recipes from {owner}>"
-            data = copy.deepcopy(dict(source))
-        else:
-            raise RecipeError(f"recipe source from {owner!r} must be a path or a mapping, got {type(source).__name__}")
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise RecipeError(f"{origin}: expected a mapping with a 'models' key at the top level")
-        unknown = set(data) - FILE_KEYS
-        if unknown:
-            raise RecipeError(
-                f"{origin}: unknown top-level key(s) {', '.join(sorted(map(repr, unknown)))}; "
-                f"expected {', '.join(sorted(FILE_KEYS))}"
-            )
-        if data.get("version", 1) != 1:
-            raise RecipeError(f"{origin}: key 'version' is {data.get('version')!r}; this asczoo reads version 1")
-        models = data.get("models") or {}
-        if not isinstance(models, dict):
-            raise RecipeError(f"{origin}: key 'models' must be a mapping of recipe names to recipes")
+        origin, models = read_recipe_file(source, owner=owner, section="models", kind="recipe")
         added = []
         for name, raw in models.items():
             where = f"{origin}: recipe {name!r}"
@@ -213,6 +182,50 @@ class RecipeRegistry:
         if entry.unavailable:
             raise KeyError(f"model {name!r} cannot be built here: {entry.unavailable}")
         return entry
+
+
+def read_recipe_file(
+    source: Any, *, owner: str, section: str, kind: str
+) -> tuple[str, dict[str, Any]]:
+    """Read a versioned recipe file (a path, YAML via ``safe_load``) or an already-parsed mapping.
+
+    Returns ``(origin for messages, {name: raw recipe})`` from the top-level ``section`` key
+    (``models`` for model recipes, ``recipes`` for training recipes). ``kind`` names the file in
+    errors ("recipe", "training recipe"). Shared by both registries so both read files alike.
+    """
+    file_keys = {"version", section}
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        origin = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RecipeError(f"{origin}: cannot read {kind} file: {exc.strerror or exc}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
+    elif isinstance(source, Mapping):
+        origin = f"<{kind}s from {owner}>"
+        data = copy.deepcopy(dict(source))
+    else:
+        raise RecipeError(f"{kind} source from {owner!r} must be a path or a mapping, got {type(source).__name__}")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{origin}: expected a mapping with a {section!r} key at the top level")
+    unknown = set(data) - file_keys
+    if unknown:
+        raise RecipeError(
+            f"{origin}: unknown top-level key(s) {', '.join(sorted(map(repr, unknown)))}; "
+            f"expected {', '.join(sorted(file_keys))}"
+        )
+    if data.get("version", 1) != 1:
+        raise RecipeError(f"{origin}: key 'version' is {data.get('version')!r}; this asczoo reads version 1")
+    entries = data.get(section) or {}
+    if not isinstance(entries, dict):
+        raise RecipeError(f"{origin}: key {section!r} must be a mapping of recipe names to recipes")
+    return origin, entries
 
 
 class UnavailablePart(RecipeError):

@@ -53,9 +53,9 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from asczoo import plugins
+from asczoo.recipes import read_recipe_file
 from asczoo.arguments import RecipeError, check_arguments
 
-FILE_KEYS = {"version", "recipes"}
 RECIPE_KEYS = {"description", "extends", "paper", "notes", "data", "seed", "engine", "stages"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -493,33 +493,7 @@ class TrainingRecipeRegistry:
 
 def read_source(source: Any, owner: str) -> tuple[str, dict[str, Any]]:
     """A training-recipe file or mapping -> ``(origin for messages, {name: raw recipe})``."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        origin = str(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise RecipeError(f"{origin}: cannot read training recipe file: {exc.strerror or exc}") from exc
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
-    elif isinstance(source, Mapping):
-        origin = f"<training recipes from {owner}>"
-        data = copy.deepcopy(dict(source))
-    else:
-        raise RecipeError(f"training recipe source from {owner!r} must be a path or a mapping, got {type(source).__name__}")
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise RecipeError(f"{origin}: expected a mapping with a 'recipes' key at the top level")
-    unknown = set(data) - FILE_KEYS
-    if unknown:
-        raise RecipeError(f"{origin}: unknown top-level key(s) {', '.join(sorted(map(repr, unknown)))}; "
-                          f"expected {', '.join(sorted(FILE_KEYS))}")
-    if data.get("version", 1) != 1:
-        raise RecipeError(f"{origin}: key 'version' is {data.get('version')!r}; this asczoo reads version 1")
-    recipes = data.get("recipes") or {}
-    if not isinstance(recipes, dict):
-        raise RecipeError(f"{origin}: key 'recipes' must map recipe names to recipes")
-    return origin, recipes
+    return read_recipe_file(source, owner=owner, section="recipes", kind="training recipe")
 
 
 _REGISTRY: TrainingRecipeRegistry | None = None
