@@ -12,6 +12,7 @@ neighbourhood grouper) and :func:`gather_neighbours` fetches their features as `
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -70,7 +71,8 @@ def pairwise_distances(points: torch.Tensor, *, distance: Distance = "l2") -> to
         return dist.add_(sq.unsqueeze(2)).add_(sq.unsqueeze(1)).clamp_(min=0.0)
 
 
-#: elements of one sample's distance block computed at a time; bounds memory to O(B * rows * P)
+#: distances computed at a time, for the whole batch: 2^22 float32 values are 16 MiB, a block that
+#: stays within the last-level cache's reach and bounds memory to O(B * rows * P), not O(B * P^2)
 _KNN_BLOCK_ELEMENTS = 1 << 22
 
 
@@ -86,10 +88,14 @@ def semantic_knn(
     ``"l2"`` (squared Euclidean) or ``"cosine"`` (see :func:`pairwise_distances`). The indices carry
     no gradient. Raises ``ValueError`` if ``k`` exceeds the number of candidates.
 
-    The distances are computed ``chunk_size`` rows at a time (default: about 4 M distances per
-    sample), each block from one matmul followed by its top-k, so memory grows as ``B * chunk * P``
-    rather than ``B * P^2``: a 64-segment clip fits where the full matrix would not. The exclusion is
-    an out-of-place mask, which ONNX export supports.
+    The scores are computed ``chunk_size`` rows at a time (default: about 4 M for the whole batch),
+    each block from one ``bmm`` followed by its top-k, so memory grows as ``B * chunk * P`` rather
+    than ``B * P^2``: a 64-segment clip fits where the full matrix would not. For ``"l2"`` the block
+    holds ``2 x_i.x_j - |x_j|^2``, the negated squared distance plus the row's constant ``|x_i|^2``,
+    which ranks the candidates of row ``i`` exactly as the distance does; it comes out of the one
+    matmul by appending ``1`` to every row and ``-|x_j|^2`` to every key. For ``"cosine"`` it holds
+    ``cos(x_i, x_j)``. Excluded candidates are set to ``-inf`` in place, one slice per segment (or
+    the diagonal, when a point only excludes itself), so no mask is built.
     """
     if points.dim() != 3:
         raise ValueError(f"points must be (B, P, C), got shape {tuple(points.shape)}")
@@ -117,27 +123,27 @@ def semantic_knn(
         )
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    rows = chunk_size or max(1, _KNN_BLOCK_ELEMENTS // p)
+    rows = chunk_size or max(1, _KNN_BLOCK_ELEMENTS // (b * p))
     dtype = torch.promote_types(points.dtype, torch.float32)
     with torch.no_grad(), torch.autocast(points.device.type, enabled=False):
         pts = points.detach().to(dtype)
         if distance == "cosine":
-            pts = torch.nn.functional.normalize(pts, dim=-1)
-        else:
-            sq = pts.pow(2).sum(-1)
-        group = torch.arange(p, device=points.device) // run  # a point's segment (or itself)
-        keys = pts.transpose(1, 2)
+            queries = torch.nn.functional.normalize(pts, dim=-1)
+            keys = queries
+        else:  # [x_i, 1] . [2 x_j, -|x_j|^2] = 2 x_i.x_j - |x_j|^2
+            queries = torch.cat([pts, pts.new_ones(b, p, 1)], dim=-1)
+            keys = torch.cat([pts * 2.0, pts.pow(2).sum(-1, keepdim=True).neg_()], dim=-1)
+        keys = keys.transpose(1, 2)
         chunks = []
         for r0 in range(0, p, rows):
             r1 = min(p, r0 + rows)
-            dots = torch.bmm(pts[:, r0:r1], keys)  # (B, rows, P)
-            if distance == "cosine":
-                dist = 1.0 - dots
-            else:
-                dist = (sq[:, r0:r1, None] + sq[:, None, :] - 2.0 * dots).clamp(min=0.0)
-            same = group[r0:r1, None] == group[None, :]
-            dist = dist.masked_fill(same, float("inf"))
-            chunks.append(torch.topk(dist, k, dim=-1, largest=False, sorted=True).indices)
+            score = torch.bmm(queries[:, r0:r1], keys)  # (B, rows, P), larger is nearer
+            if run == 1:  # a point excludes itself: the diagonal of this block
+                score.diagonal(offset=r0, dim1=1, dim2=2).fill_(-math.inf)
+            else:  # a point excludes its segment: one (rows, run) slice per segment in the block
+                for s0 in range(r0 - r0 % run, r1, run):
+                    score[:, max(s0, r0) - r0:min(s0 + run, r1) - r0, s0:s0 + run].fill_(-math.inf)
+            chunks.append(torch.topk(score, k, dim=-1, largest=True, sorted=True).indices)
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 

@@ -5,12 +5,42 @@ The authors' relation MLPs are 1x1 convolutions with batch norm and ReLU on poin
 and their batch norm normalises each channel with statistics over every other axis: over all
 samples and points, and for pair tensors over all neighbours too. :class:`ChannelNorm` is exactly
 that, applied to channel-last tensors without moving the channels.
+
+Speed. Pair tensors are k times the size of the feature map, and on a CPU the passes over them, and
+the page faults of every fresh tensor of their size, cost more than the multiply-adds. So
+:class:`LinearNorm` folds batch norm into its matrix multiply (:class:`FoldedLinearNorm`): the
+statistics of ``z = x W^T`` follow from the column sums of ``x`` and the small ``x^T x``, so
+``relu(bn(x W^T))`` is one ``addmm`` with folded weights and an in-place ReLU, and the backward pass
+needs only ``x``, the output and two more small matrix products. Same function, gradients and
+running statistics as ``relu(BatchNorm1d(Linear(x)))``; the tests check it against that in float64.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
+
+
+def fused_training(*tensors: torch.Tensor) -> bool:
+    """Whether the hand-written training passes of the relation layers may run on ``tensors``.
+
+    Only in plain eager autograd on float32/float64: not while compiling, exporting or tracing
+    (the plain operations there are what the compiler and exporter understand), not under autocast
+    (mixed precision casts per operation, which the plain operations do), and not with a
+    torch-function mode active (asczoo's multi-process :class:`~asczoo.engine.GlobalBatchNorm`
+    intercepts ``F.batch_norm``, which only the plain path calls).
+    """
+    return (
+        torch.is_grad_enabled()
+        and all(t.dtype in (torch.float32, torch.float64) and t.numel() > 0 for t in tensors)
+        and not torch.is_autocast_enabled(tensors[0].device.type)
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not torch._C._is_torch_function_mode_enabled()
+    )
 
 
 class ChannelNorm(nn.BatchNorm1d):
@@ -21,10 +51,127 @@ class ChannelNorm(nn.BatchNorm1d):
         return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
 
 
+#: elements of one row block of the blocked passes (:func:`row_blocks`): a few MiB on the CPU, so a
+#: block's temporaries are reused from the heap instead of faulting in fresh pages; more elsewhere
+BLOCK_ELEMENTS = {"cpu": 1 << 19, "other": 1 << 24}
+
+
+def row_blocks(rows: int, width: int, device: torch.device, *, multiple: int = 1) -> list[tuple[int, int]]:
+    """``(start, stop)`` row ranges covering ``rows`` rows of width ``width`` in blocks of about
+    :data:`BLOCK_ELEMENTS` elements; every start is a multiple of ``multiple`` (whole groups of k
+    neighbours stay in one block)."""
+    budget = BLOCK_ELEMENTS["cpu" if device.type == "cpu" else "other"]
+    step = max(multiple, budget // max(1, width) // multiple * multiple)
+    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+class Fold(NamedTuple):
+    """Training-mode batch norm of ``z = x W^T`` folded into the linear map (float64 statistics)."""
+
+    rows: int
+    mu: torch.Tensor  # (in,) column means of x
+    second: torch.Tensor  # (in, in) x^T x / rows
+    mean: torch.Tensor  # (out,) batch mean of z
+    invstd: torch.Tensor  # (out,) 1 / sqrt(var + eps), var biased
+    scale: torch.Tensor  # (out,) gamma * invstd
+
+    def weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """The folded weight ``scale * W``, ``(out, in)`` in ``weight``'s dtype."""
+        return weight * self.scale.to(weight.dtype)[:, None]
+
+    def shift(self, beta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The folded bias ``beta - scale * mean`` in ``dtype``."""
+        return (beta.to(self.scale.dtype) - self.scale * self.mean).to(dtype)
+
+
+def fold_batch_norm(x, weight, gamma, running_mean, running_var, momentum: float, eps: float) -> Fold:
+    """Batch statistics of ``z = x W^T`` from ``x``'s column sums and ``x^T x`` (no pass over ``z``),
+    and the running statistics updated exactly as ``BatchNorm1d`` does (unbiased variance)."""
+    n, stats = x.shape[0], torch.float64
+    mu = x.sum(0).to(stats) / n  # torch sums float32 in cascades: accurate, no float64 copy of x
+    second = (x.t() @ x).to(stats) / n
+    w = weight.to(stats)
+    mean = w @ mu
+    var = ((w @ (second - torch.outer(mu, mu))) * w).sum(1).clamp_(min=0.0)
+    invstd = (var + eps).rsqrt()
+    if running_mean is not None:
+        with torch.no_grad():
+            unbiased = var * (n / max(n - 1, 1))
+            running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+            running_var.mul_(1.0 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+    return Fold(n, mu, second, mean, invstd, gamma.to(stats) * invstd)
+
+
+def fold_gradients(fold: Fold, x, weight, gamma, g, dbeta, gx, *, input_grad: bool):
+    """Gradients of a folded layer from ``g`` (the gradient at batch norm's output, after the ReLU's
+    mask), its column sums ``dbeta`` and ``gx = g^T x`` (float64). With ``q = scale * invstd *
+    sum(g * zhat) / n``: ``dz = scale g - q z + c`` for a per-channel constant ``c``, hence
+    ``dx = g (scale W) - x (W^T q W) + c W`` and ``dW = scale gx - q (W x^T x) + c (sum x)^T``.
+    Returns ``(dx or None, dW, dgamma, dbeta)``."""
+    n, w = fold.rows, weight.to(torch.float64)
+    dgamma = fold.invstd * ((gx * w).sum(1) - fold.mean * dbeta)  # sum of g * zhat
+    q = fold.scale * fold.invstd * dgamma / n
+    c = q * fold.mean - fold.scale * dbeta / n
+    dx = None
+    if input_grad:
+        dx = torch.addmm((c @ w).to(x.dtype).expand(n, -1), g, (w * fold.scale[:, None]).to(x.dtype))
+        dx.addmm_(x, (w.t() @ (q[:, None] * w)).to(x.dtype), alpha=-1.0)
+    dweight = fold.scale[:, None] * gx - q[:, None] * (w @ fold.second) * n + c[:, None] * (fold.mu * n)[None, :]
+    return dx, dweight.to(weight.dtype), dgamma.to(gamma.dtype), dbeta.to(gamma.dtype)
+
+
+def norm_momentum(norm: nn.BatchNorm1d) -> float:
+    """Count a training step in ``norm`` and return its momentum for this step (``None`` in
+    ``BatchNorm1d`` means a cumulative average)."""
+    norm.num_batches_tracked.add_(1)
+    return 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else float(norm.momentum)
+
+
+class FoldedLinearNorm(torch.autograd.Function):
+    """``relu?(batch_norm(x @ W.T))`` in training mode, batch norm folded into one ``addmm``.
+
+    With ``n`` rows, ``mu = sum(x) / n`` and ``S = x^T x``, the statistics of ``z = x W^T`` are
+    ``mean = W mu`` and ``var = diag(W (S / n - mu mu^T) W^T)`` (biased, as batch norm normalises);
+    then ``y = relu?(x (s W)^T + (beta - s mean))`` with ``s = gamma / sqrt(var + eps)``
+    (:func:`fold_batch_norm`). The backward pass (:func:`fold_gradients`) needs ``x``, the output
+    (for the ReLU's mask) and small matrices: no tensor of ``z``'s size is kept or rebuilt.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, gamma, beta, running_mean, running_var, momentum, eps, relu):
+        fold = fold_batch_norm(x, weight, gamma, running_mean, running_var, momentum, eps)
+        y = torch.addmm(fold.shift(beta, x.dtype), x, fold.weight(weight).t())
+        if relu:
+            y.relu_()
+        ctx.fold, ctx.relu = fold, relu
+        ctx.save_for_backward(x, y if relu else None, weight, gamma)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, y, weight, gamma = ctx.saved_tensors
+        g = torch.ops.aten.threshold_backward(grad, y, 0) if ctx.relu else grad
+        gx = (g.t() @ x).to(torch.float64)
+        dx, dweight, dgamma, dbeta = fold_gradients(ctx.fold, x, weight, gamma, g, g.sum(0).to(torch.float64), gx,
+                                                    input_grad=ctx.needs_input_grad[0])
+        return dx, dweight, dgamma, dbeta, None, None, None, None, None
+
+
+def folds(layer: "LinearNorm", x: torch.Tensor) -> bool:
+    """Whether ``layer`` runs folded on input rows ``x``: a training-mode batch norm with affine
+    parameters and running statistics, in :func:`fused_training` mode."""
+    norm = layer.norm
+    return norm.training and norm.affine and norm.track_running_stats and fused_training(x)
+
+
 class LinearNorm(nn.Module):
     """``relu?(norm(x @ W.T))`` on the last axis: the authors' 1x1 conv + batch norm (+ ReLU).
 
-    The linear map has no bias: the batch norm that follows removes any constant offset.
+    The linear map has no bias: the batch norm that follows removes any constant offset. In
+    training (plain eager autograd, :func:`fused_training`) it runs as :class:`FoldedLinearNorm`;
+    in evaluation the running statistics fold into the weight, one ``addmm``; otherwise (compiling,
+    exporting, autocast, a batch-norm-intercepting mode) the plain modules run.
     """
 
     def __init__(self, in_features: int, out_features: int, *, relu: bool = True) -> None:
@@ -34,5 +181,17 @@ class LinearNorm(nn.Module):
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm(self.linear(x))
-        return y.relu_() if self.relu else y  # batch norm's backward needs its input, not its output
+        rows = x.reshape(-1, x.shape[-1])
+        norm = self.norm
+        if folds(self, rows):
+            y = FoldedLinearNorm.apply(rows, self.linear.weight, norm.weight, norm.bias, norm.running_mean,
+                                       norm.running_var, norm_momentum(norm), float(norm.eps), self.relu)
+        elif not norm.training and norm.affine and norm.track_running_stats and rows.numel():
+            scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+            y = torch.addmm(norm.bias - norm.running_mean * scale, rows, (self.linear.weight * scale[:, None]).t())
+            y = y.relu_() if self.relu else y
+        else:
+            # ReLU in place on batch norm's own output, not on a view of it (autograd would copy)
+            y = nn.BatchNorm1d.forward(norm, self.linear(rows))
+            y = y.relu_() if self.relu else y
+        return y.view(*x.shape[:-1], y.shape[-1])

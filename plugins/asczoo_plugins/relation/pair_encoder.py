@@ -44,8 +44,18 @@ class PairEncoder(nn.Module):
         return torch.cat(parts, dim=1)
 
     def forward(self, x: torch.Tensor, index: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        # in-place sums on the freshly gathered tensor: one (B, P, k, C/4) buffer, not three
-        h = gather_neighbours(self.neighbour(x), index).add_(self.centre(x).unsqueeze(2))
+        return self.layers(self.hidden(x, index, pos))
+
+    def hidden(self, x: torch.Tensor, index: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The first layer's output ``(B, P, k, widths[0])``: what :attr:`layers` then map."""
+        b, p, k = index.shape
+        first = self.norm.num_features
+        # W_s x and W_i x for every point from one matmul, then out-of-place sums on 2-D tensors:
+        # in-place ops on views of autograd tensors make autograd copy whole gradients back
+        maps = (x.reshape(b * p, -1) @ torch.cat([self.neighbour.weight, self.centre.weight]).t()).view(b, p, 2 * first)
+        h = gather_neighbours(maps[..., :first], index).view(b * p * k, first)
         if self.position is not None:
-            h = h.add_(self.position(pos))
-        return self.layers(self.norm(h).relu_())
+            h = torch.addmm(h, pos.reshape(b * p * k, -1), self.position.weight.t())
+        h = (h.view(b * p, k, first) + maps[..., first:].reshape(b * p, 1, first)).view(b * p * k, first)
+        # ReLU in place on batch norm's own output, not on a view of it
+        return nn.BatchNorm1d.forward(self.norm, h).relu_().view(b, p, k, first)

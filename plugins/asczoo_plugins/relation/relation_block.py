@@ -82,9 +82,24 @@ class RelationBlock(nn.Module):
         index = self.grouper(points, f * t)  # (B, P, k)
         pos = point_positions((n, f, t), device=x.device, dtype=x.dtype)  # (P, 3)
         enc = self.position_encoding(pos.view(1, -1, 1, 3), pos[index])  # (B, P, k, D)
-        pairs = self.pair(points, index, enc)  # (B, P, k, C/2)
-        out = self.output(self.aggregator(pairs))  # (B, P, C)
+        out = self.output(self.pool(self.pair.hidden(points, index, enc)))  # (B, P, C)
         return self.grouper.upsample(from_points(out, (n, f, t)), size)
+
+    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The pair encoder's last layer, then the aggregator: ``(B, P, k, C/4) -> (B, P, C/2)``.
+
+        An aggregator with a ``pool_after(layer, x)`` method (meaning ``aggregator(layer(x))``) gets
+        the last layer to fuse with it (the built-in attentive pooling does, see
+        :class:`~asczoo_plugins.relation.aggregators.LinearNormAttentiveSum`); any other aggregator
+        receives the pair embeddings ``(B, P, k, C/2)``.
+        """
+        *layers, last = [*self.pair.layers] or [None]
+        for layer in layers:
+            hidden = layer(hidden)
+        if last is None:
+            return self.aggregator(hidden)
+        pool_after = getattr(self.aggregator, "pool_after", None)
+        return pool_after(last, hidden) if callable(pool_after) else self.aggregator(last(hidden))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.relation(x)
