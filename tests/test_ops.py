@@ -147,6 +147,7 @@ def test_chunked_knn_selects_the_same_distances_as_one_block(distance, segment_s
     whole = semantic_knn(points, 4, segment_size=segment_size, distance=distance, chunk_size=48)
     for chunk in (1, 5, 16):
         chunked = semantic_knn(points, 4, segment_size=segment_size, distance=distance, chunk_size=chunk)
+        check_admissible(chunked, segment_size)  # blocks that cut segments still exclude a point's own
         dist = pairwise_distances(points, distance=distance)
         torch.testing.assert_close(dist.gather(2, chunked), dist.gather(2, whole))
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
