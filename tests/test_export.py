@@ -15,7 +15,7 @@ from torch import nn
 import asczoo
 from asczoo.cli import main
 from asczoo.export import ExportError, export_onnx
-from test_hub import features, tiny_model
+from test_hub import CLASSES, features, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,6 +63,24 @@ def test_onnx_matches_pytorch(name, tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
     assert meta["asczoo.name"] == name and json.loads(meta["asczoo.classes"]) == model.classes
     assert json.loads(meta["asczoo.frontend"]) == model.frontend_config
+
+
+def test_onnx_export_of_a_block_whose_points_exclude_only_themselves(tmp_path):
+    """Without segment exclusion the kNN masks the diagonal of each score block in place, which the
+    exporter sees as ``aten.diagonal_scatter`` (asczoo's translation table supplies it)."""
+    from asczoo.testing import tiny_overrides
+
+    torch.manual_seed(0)
+    model = asczoo.create_model("atresn-net-resnet18", overrides={
+        **tiny_overrides(relation={"exclude_same_segment": False}), "classes": CLASSES})
+    for p in model.relations.parameters():  # a fresh block adds zero; make it matter
+        torch.nn.init.normal_(p, std=0.5)
+    model.eval()
+    x = features(model, batch=2)
+    with torch.no_grad():
+        expected = model(x)
+    result = export_onnx(model, tmp_path / "m.onnx", optimize=False, verify=False)
+    torch.testing.assert_close(run_onnx(result.path, x), expected, rtol=0, atol=1e-4)
 
 
 def test_cli_export_of_a_saved_model(tmp_path, capsys):
