@@ -213,8 +213,8 @@ def _root_cause(exc: BaseException) -> str:
 def onnx_translation_table() -> dict[Any, Any]:
     """ONNX implementations handed to the exporter for aten ops it otherwise decomposes badly.
 
-    ``aten.diagonal_scatter`` (from in-place writes to a diagonal, as in masking a point's own
-    segment in :func:`asczoo.ops.semantic_knn`) has no ONNX implementation in torch 2.11's library,
+    ``aten.diagonal_scatter`` (from in-place writes to a diagonal, as when :func:`asczoo.ops.semantic_knn`
+    masks each point itself in a block without segment exclusion) has no ONNX implementation in torch 2.11's library,
     and its fallback decomposition leaves a non-functional ``copy_to`` that breaks export.
     """
     return {torch.ops.aten.diagonal_scatter.default: _diagonal_scatter}
