@@ -8,7 +8,9 @@
 
 A third-party aggregator registers through ``asczoo_register_aggregators`` with a factory
 ``(*, channels, **options) -> nn.Module`` and is picked by name in a recipe's ``relation`` section
-(``aggregator: NAME``, options in ``aggregator_options``).
+(``aggregator: NAME``, options in ``aggregator_options``). It may also define
+``pool_after(layer, x)``, meaning ``self(layer(x))`` for the pair encoder's last layer, to fuse the
+two (attentive pooling does, so the pair embeddings never exist at full size in training).
 """
 
 from __future__ import annotations
