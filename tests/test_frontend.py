@@ -231,3 +231,178 @@ def test_agrees_with_librosa_at_the_paper_settings(pad_mode):
         assert reference.shape == (128, 469)
         for s, start in enumerate(range(0, 386, 55)):
             np.testing.assert_allclose(ours[s, c], reference[:, start : start + 80], atol=1e-3, rtol=0)
+
+
+# -- the CPU path (chunked frames, banded mel, workspaces) against the one-shot torch.stft path ------
+
+def _stft_reference(fe, x: torch.Tensor, rate: int) -> torch.Tensor:
+    """What the frontend gives through its batched ``torch.stft`` path (the one other devices take)."""
+    prepared = fe._prepare(x.unsqueeze(0) if x.dim() == 2 else x, rate)
+    if prepared.shape[-1] > fe.clip_samples and fe.long_clips == "crop":
+        prepared = prepared[..., : fe.clip_samples]
+    out = fe._batch_stft(prepared)
+    return out[0] if x.dim() == 2 else out
+
+
+CPU_PATH_CASES = {
+    "tiny": ({}, 2.0, 2),
+    "short clip": ({}, 0.7, 2),
+    "long clip, segments spread": ({}, 7.3, 2),
+    "long clip, cropped": ({"long_clips": "crop"}, 7.3, 2),
+    "mono": ({}, 2.0, 1),
+    "odd n_fft": ({"n_fft": 255}, 2.0, 2),
+    "hop does not divide n_fft": ({"hop_length": 100}, 2.0, 2),
+    "hop longer than n_fft": ({"hop_length": 300, "segment_frames": 10}, 2.0, 2),
+    "one segment": ({"segments": 1}, 2.0, 2),
+    "disjoint segments": ({"segments": 3, "segment_frames": 10}, 2.0, 2),
+    "empty mel bands": ({"n_mels": 128, "f_min": 30.0, "f_max": 3000.0}, 2.0, 2),
+    "clip shorter than n_fft": ({"clip_seconds": 0.05, "n_fft": 512, "segments": 2, "segment_frames": 2}, 0.05, 2),
+}
+
+
+@pytest.mark.filterwarnings("ignore:At least one mel filterbank has all zero values")
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
+@pytest.mark.parametrize("case", list(CPU_PATH_CASES))
+def test_cpu_path_equals_the_stft_path(case, pad_mode):
+    options, seconds, channels = CPU_PATH_CASES[case]
+    fe = asczoo.create_frontend(**{**TINY, **options, "pad_mode": pad_mode})
+    x = noise(seconds, 8000, seed=5, channels=channels)
+    ours = fe(x, 8000)
+    assert ours.shape == fe.output_shape
+    torch.testing.assert_close(ours, _stft_reference(fe, x, 8000), atol=1e-5, rtol=0)
+    if channels == 2 and seconds >= 2.0:
+        full = fe.logmel(x.unsqueeze(0))
+        torch.testing.assert_close(full, fe._logmel_stft(fe._pad(x.unsqueeze(0))), atol=1e-5, rtol=0)
+
+
+def test_cpu_path_resampled_and_int16_inputs_equal_the_stft_path():
+    fe = asczoo.create_frontend(**TINY)
+    from_44k = sine(1000.0, 2.0, 44100) + noise(2.0, 44100, seed=6)
+    torch.testing.assert_close(fe(from_44k, 44100), _stft_reference(fe, from_44k, 44100), atol=1e-5, rtol=0)
+    as_int = (noise(2.0, 8000, seed=7) * 32767).round().to(torch.int16)
+    torch.testing.assert_close(fe(as_int, 8000), _stft_reference(fe, as_int, 8000), atol=1e-5, rtol=0)
+
+
+def test_strided_inputs_are_read_in_place_with_the_same_result():
+    fe = asczoo.create_frontend(**TINY)
+    x = noise(2.0, 8000, seed=10)
+    expected = fe(x, 8000)
+    interleaved = x.T.contiguous().T  # (samples, channels) audio transposed: strides (1, 2)
+    assert interleaved.stride() == (1, 2)
+    wider = torch.zeros(2, 20000)
+    wider[:, 100:16100] = x
+    offset = wider[:, 100:16100]  # a storage offset and a row stride longer than the clip
+    for y in (interleaved, offset, interleaved.double()):
+        torch.testing.assert_close(fe(y, 8000), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fe.logmel(interleaved.unsqueeze(0)), fe.logmel(x.unsqueeze(0)), atol=1e-6, rtol=0)
+
+
+def test_chunks_that_do_not_divide_the_frames_give_the_same_result():
+    whole = asczoo.create_frontend(**TINY)
+    chunked = asczoo.create_frontend(**TINY)
+    chunked.chunk_bytes = 3 * 4 * TINY["n_fft"] * 10  # chunks of 10 frames: 126 frames = 12 x 10 + 6
+    clips = torch.stack([noise(2.0, 8000, seed=s) for s in range(2)])
+    torch.testing.assert_close(chunked.batch(clips, 8000), whole.batch(clips, 8000), atol=1e-6, rtol=0)
+    torch.testing.assert_close(chunked.logmel(clips), whole.logmel(clips), atol=1e-6, rtol=0)
+    # 6 s: four disjoint ranges of 24 used frames, so chunks of 10 straddle ranges
+    spread = torch.cat([noise(2.0, 8000, seed=3), noise(4.0, 8000, seed=4)], dim=1)
+    torch.testing.assert_close(chunked(spread, 8000), whole(spread, 8000), atol=1e-6, rtol=0)
+
+
+def test_workspace_reuse_across_clip_lengths_and_returned_tensors_are_fresh():
+    fe = asczoo.create_frontend(**TINY)
+    a, b, c = noise(2.0, 8000, seed=1), noise(3.3, 8000, seed=2), noise(11.0, 8000, seed=3)
+    first = fe(a, 8000)
+    kept = first.clone()
+    full_b = fe.logmel(b.unsqueeze(0))  # more frames than a clip: larger workspaces
+    long_c = fe(c, 8000)  # segments spread over 11 s: several disjoint ranges
+    again = fe(a, 8000)
+    full_b_kept = full_b.clone()
+    fe.logmel(a.unsqueeze(0))
+    torch.testing.assert_close(full_b, full_b_kept, atol=0, rtol=0)
+    torch.testing.assert_close(first, kept, atol=0, rtol=0)  # later calls did not write into it
+    torch.testing.assert_close(again, kept, atol=0, rtol=0)
+    torch.testing.assert_close(full_b, fe._logmel_stft(b.unsqueeze(0)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(long_c, _stft_reference(fe, c, 8000), atol=1e-5, rtol=0)
+    fresh = asczoo.create_frontend(**TINY)
+    torch.testing.assert_close(fresh.logmel(b.unsqueeze(0)), full_b, atol=0, rtol=0)
+
+
+def test_threads_and_copies_get_their_own_workspaces():
+    import copy
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    fe = asczoo.create_frontend(**TINY)
+    clips = [noise(2.0 + 0.3 * s, 8000, seed=s) for s in range(6)]
+    expected = [fe(c, 8000) for c in clips]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for _ in range(3):
+            results = list(pool.map(lambda c: fe(c, 8000), clips))
+            for got, want in zip(results, expected):
+                torch.testing.assert_close(got, want, atol=0, rtol=0)
+    for other in (pickle.loads(pickle.dumps(fe)), copy.deepcopy(fe)):
+        assert other.config == fe.config
+        torch.testing.assert_close(other(clips[0], 8000), expected[0], atol=0, rtol=0)
+
+
+def test_inference_mode_and_normal_calls_mix():
+    fe = asczoo.create_frontend(**TINY)
+    x = noise(2.0, 8000)
+    with torch.inference_mode():
+        inside = fe(x, 8000)  # workspaces made here must stay usable outside
+    outside = fe(x, 8000)
+    with torch.inference_mode():
+        inside_again = fe(x, 8000)
+    torch.testing.assert_close(inside, outside, atol=0, rtol=0)
+    torch.testing.assert_close(inside_again, outside, atol=0, rtol=0)
+
+
+def test_difference_channel_is_exact_when_the_sides_are_nearly_equal():
+    """L - R is formed on the waveform before the FFT. Subtracting the two spectra instead would be
+    one FFT fewer but carries rounding relative to the loud sides: about 3e-3 here (log domain)."""
+    fe = asczoo.create_frontend(**TINY)
+    left = noise(2.0, 8000, seed=8, channels=1)[0]
+    right = left + 1e-4 * noise(2.0, 8000, seed=9, channels=1)[0]  # difference 80 dB below the sides
+    x = torch.stack([left, right])
+    diff = x[0].double() - x[1].double()
+    window = torch.hann_window(TINY["n_fft"], dtype=torch.float64)
+    spec = torch.stft(diff, TINY["n_fft"], TINY["hop_length"], window=window, center=True, pad_mode="reflect",
+                      return_complex=True)
+    exact = torch.log(fe._fbank.double() @ spec.abs().square() + 1e-8)  # (M, T), float64
+    ours = fe.logmel(x.unsqueeze(0))[0, 2].double()
+    assert (ours - exact).abs().max() < 1e-4
+
+
+@pytest.mark.filterwarnings("ignore:At least one mel filterbank has all zero values")
+def test_mel_bands_give_the_dense_product_with_fewer_multiply_adds():
+    from asczoo_plugins.dcase_logmel import mel_bands
+
+    configs = [{}, TINY, {**TINY, "n_mels": 128, "f_min": 30.0, "f_max": 3000.0}, {**TINY, "f_min": 500.0}]
+    for config in configs:
+        fbank = asczoo.create_frontend(**config)._fbank
+        bands = mel_bands(fbank)
+        assert [a for a, *_ in bands] == [0, *[e for _, e, *_ in bands[:-1]]] and bands[-1][1] == fbank.shape[0]
+        power = torch.rand(5, fbank.shape[1], dtype=torch.float64) * 10 ** torch.linspace(-6, 2, fbank.shape[1])
+        banded = torch.cat([power[:, f0:f1] @ w.double().T for _, _, f0, f1, w in bands], dim=1)
+        torch.testing.assert_close(banded, power @ fbank.double().T, atol=0, rtol=1e-12)
+    bands = mel_bands(asczoo.create_frontend()._fbank)
+    assert len(bands) == 16
+    assert sum((e - a) * (f1 - f0) for a, e, f0, f1, _ in bands) == 7467  # 131,200 dense
+
+
+def test_used_frames_and_chunks():
+    from asczoo_plugins.dcase_logmel import _chunks, _used_frames
+
+    assert _used_frames([0, 55, 110], 80) == ([(0, 190)], [0, 55, 110])  # overlapping: one range
+    assert _used_frames([0, 100, 200], 80) == ([(0, 80), (100, 180), (200, 280)], [0, 80, 160])
+    assert _used_frames([40], 20) == ([(40, 60)], [0])
+    assert list(_chunks([(0, 10), (20, 25)], 4)) == [[(0, 4)], [(4, 8)], [(8, 10), (20, 22)], [(22, 25)]]
+    assert list(_chunks([(0, 465)], 512)) == [[(0, 465)]]
+    assert list(_chunks([(0, 465)], 170)) == [[(0, 155)], [(155, 310)], [(310, 465)]]  # even chunks
+
+
+def test_logmel_wants_stereo():
+    fe = asczoo.create_frontend(**TINY)
+    with pytest.raises(ValueError, match="stereo"):
+        fe.logmel(torch.zeros(1, 1, 16000))
