@@ -8,9 +8,10 @@ asczoo's), the 8 segments of 80 frames, ``log(x + 1e-8)``. A second librosa colu
 computation tuned (float32 input, the mel filter bank built once): the fairest librosa can do in one
 process. asczoo's frontend runs per clip (``frontend(waveform, 48000)``, what ``asczoo extract``
 calls) and on batches of 8 clips (``frontend.batch``). The pipelines are timed interleaved (each
-repeat runs every pipeline over all clips in turn). Everything is single-process on 10 s, 48 kHz
-stereo clips held in memory (file reading is the same ``soundfile`` call for both and is reported on
-its own). The outputs are compared before timing.
+repeat runs every pipeline over all clips in turn, each run after a short untimed pause so that one
+pipeline's spinning worker threads do not slow the next; see :func:`per_clip_seconds`). Everything
+is single-process on 10 s, 48 kHz stereo clips held in memory (file reading is the same
+``soundfile`` call for both and is reported on its own). The outputs are compared before timing.
 
 Also: the end-to-end throughput of ``asczoo extract`` with its default workers on a synthetic
 dataset written by ``asczoo synth`` (reading, checks, features, shards, statistics).
@@ -85,17 +86,36 @@ class TunedLibrosa:
         return np.stack([mel[:, :, s * hop: s * hop + FRAMES] for s in range(SEGMENTS)])
 
 
-def per_clip_seconds(pipelines: dict, repeats: int) -> dict[str, common.Timing]:
+#: untimed pause before each timed run, seconds: see :func:`per_clip_seconds`
+SETTLE_SECONDS = 0.3
+
+
+def per_clip_seconds(pipelines: dict, repeats: int, settle: float = SETTLE_SECONDS) -> dict[str, common.Timing]:
     """Seconds per clip of each ``name: (fn, clips)``, interleaved: each repeat runs every pipeline
-    over all of its clips in turn."""
+    over all of its clips in turn (after one untimed warm-up run of each).
+
+    Each timed run starts after an untimed pause of ``settle`` seconds. The pipelines share one
+    process, and numpy's OpenBLAS worker threads (librosa's matrix products) keep spinning for about
+    0.1 s after their last call; without the pause, whichever multi-threaded pipeline runs next finds
+    the second core taken (measured: asczoo's first clip after librosa took up to 100 ms instead of
+    7 ms, and its 16 clips 10 ms each instead of 4).
+    """
     def over(fn, clips):
         def run():
             for c in clips:
                 fn(c)
         return run
 
-    timings = common.interleave({name: over(fn, clips) for name, (fn, clips) in pipelines.items()},
-                                repeats=repeats)
+    runs = {name: over(fn, clips) for name, (fn, clips) in pipelines.items()}
+    for run in runs.values():
+        run()
+    timings = {name: common.Timing() for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            time.sleep(settle)
+            start = time.perf_counter()
+            run()
+            timings[name].samples.append(time.perf_counter() - start)
     return {name: common.Timing([s / len(pipelines[name][1]) for s in t.samples]) for name, t in timings.items()}
 
 
