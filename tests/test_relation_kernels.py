@@ -19,21 +19,7 @@ from torch.overrides import TorchFunctionMode
 from asczoo_plugins.relation import aggregators, layers
 from asczoo_plugins.relation.aggregators import AttentivePool, LinearNormAttentiveSum
 from asczoo_plugins.relation.layers import FoldedLinearNorm, LinearNorm
-
-
-def randomise(module: nn.Module, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(torch.rand(p.shape, generator=gen, dtype=p.dtype) + 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
-        for name, buf in module.named_buffers():
-            if name.endswith("running_var"):
-                buf.copy_(torch.rand(buf.shape, generator=gen, dtype=buf.dtype) + 0.5)
-            elif name.endswith("running_mean"):
-                buf.copy_(torch.randn(buf.shape, generator=gen, dtype=buf.dtype))
+from test_relation_blocks import randomise
 
 
 class PlainLinearNorm(nn.Module):
@@ -86,7 +72,7 @@ def test_folded_linear_norm_equals_linear_batch_norm_relu(monkeypatch, relu, mom
     torch.manual_seed(0)
     layer = LinearNorm(12, 20, relu=relu).double()
     layer.norm.momentum = momentum
-    randomise(layer)
+    randomise(layer, seed=0)
     plain = PlainLinearNorm(layer)
     x = (torch.randn(3, 50, 4, 12, dtype=torch.float64) * 2 + 1).relu()  # post-ReLU inputs, mean far from 0
     for step in range(2):  # two steps: the running statistics and the momentum schedule move
@@ -113,7 +99,7 @@ def test_folded_linear_norm_skips_the_input_gradient_of_constant_inputs():
 def test_folded_linear_norm_float32_agrees_with_plain_to_float32_rounding():
     torch.manual_seed(1)
     layer = LinearNorm(32, 64)
-    randomise(layer)
+    randomise(layer, seed=0)
     plain = PlainLinearNorm(layer)
     x = (torch.randn(20000, 32) * 3 + 2).relu()
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
@@ -129,7 +115,7 @@ def test_folded_linear_norm_float32_agrees_with_plain_to_float32_rounding():
 def test_evaluation_folds_running_statistics_into_one_matmul():
     torch.manual_seed(2)
     layer = LinearNorm(8, 6).double()
-    randomise(layer)
+    randomise(layer, seed=0)
     plain = PlainLinearNorm(layer)
     layer.eval(), plain.eval()
     x = torch.randn(5, 7, 8, dtype=torch.float64, requires_grad=True)
@@ -142,8 +128,8 @@ def make_attentive(width: int, channels: int, *, project: bool, seed: int = 0):
     torch.manual_seed(seed)
     last = LinearNorm(width, channels).double()
     pool = AttentivePool(channels, project=project).double()
-    randomise(last, seed)
-    randomise(pool, seed + 1)
+    randomise(last, seed=seed)
+    randomise(pool, seed=seed + 1)
     return last, pool
 
 
