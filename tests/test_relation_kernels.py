@@ -204,3 +204,27 @@ def test_training_takes_both_hand_written_paths_in_a_relation_block(monkeypatch)
     # gamma, the projection and the output layer fold; the last pair layer fuses with the pooling
     assert folded[0] == 3 and fused[0] == 1
     assert aggregators.LinearNormAttentiveSum is LinearNormAttentiveSum
+
+
+def test_float32_inputs_far_from_zero_take_the_plain_path_and_stay_accurate(monkeypatch):
+    """Folded statistics subtract mean^2 from E[z^2]; with a channel 1000 standard deviations from 0,
+    float32 rounding would swamp its variance, so the layer must run plain there (and fold again
+    when it can)."""
+    calls = count_calls(monkeypatch, FoldedLinearNorm)
+    torch.manual_seed(3)
+    layer = LinearNorm(8, 4, relu=False)
+    plain = PlainLinearNorm(layer)
+    x = torch.randn(5000, 8) + 1000.0
+    assert layers.fold_batch_norm(x, layer.linear.weight, layer.norm.weight, 1e-5) is None
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = layer(xa), plain(xb)
+    grad = torch.randn_like(ya)
+    ya.backward(grad)
+    yb.backward(grad)
+    assert calls[0] == 0
+    torch.testing.assert_close(ya, yb, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-5)
+    assert_same_grads(layer, plain, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(layer.norm.running_var, plain.norm.running_var)
+    layer(torch.randn(5000, 8))  # centred input folds
+    assert calls[0] == 1

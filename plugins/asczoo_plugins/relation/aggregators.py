@@ -20,7 +20,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from asczoo_plugins.relation.layers import (
-    LinearNorm, fold_batch_norm, fold_gradients, folds, fused_training, norm_momentum, row_blocks,
+    LinearNorm, fold_gradients, row_blocks, training_fold,
 )
 
 
@@ -53,8 +53,7 @@ class LinearNormAttentiveSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, gamma, beta, running_mean, running_var, momentum, eps, score, k):
-        fold = fold_batch_norm(x, weight, gamma, running_mean, running_var, momentum, eps)
+    def forward(ctx, x, weight, gamma, beta, fold, score, k):
         folded, shift = fold.weight(weight).t(), fold.shift(beta, x.dtype)
         out = weight.shape[0]
         a = x.new_empty(x.shape[0] // k, out)
@@ -89,7 +88,7 @@ class LinearNormAttentiveSum(torch.autograd.Function):
             gx += (block.t() @ x[r0:r1]).to(torch.float64)
         dx, dweight, dgamma, dbeta = fold_gradients(fold, x, weight, gamma, g, dbeta, gx,
                                                     input_grad=ctx.needs_input_grad[0])
-        return dx, dweight, dgamma, dbeta, None, None, None, None, dscore, None
+        return dx, dweight, dgamma, dbeta, None, dscore, None
 
 
 class AttentivePool(nn.Module):
@@ -109,12 +108,11 @@ class AttentivePool(nn.Module):
         when ``layer`` is a folding :class:`LinearNorm` with ReLU."""
         b, p, k, width = x.shape
         rows = x.reshape(-1, width)
-        if not (isinstance(layer, LinearNorm) and layer.relu and folds(layer, rows)):
+        fold = training_fold(layer, rows) if isinstance(layer, LinearNorm) and layer.relu else None
+        if fold is None:
             return self(layer(x))
         norm = layer.norm
-        a = LinearNormAttentiveSum.apply(rows, layer.linear.weight, norm.weight, norm.bias, norm.running_mean,
-                                         norm.running_var, norm_momentum(norm), float(norm.eps),
-                                         self.score.weight, k)
+        a = LinearNormAttentiveSum.apply(rows, layer.linear.weight, norm.weight, norm.bias, fold, self.score.weight, k)
         a = a.view(b, p, -1)
         return a if self.project is None else self.project(a)
 

@@ -65,6 +65,12 @@ def row_blocks(rows: int, width: int, device: torch.device, *, multiple: int = 1
     return [(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
+#: a float32 channel folds only while ``E[z^2] <= FOLD_CONDITION * var(z)``, i.e. its batch mean is
+#: within about 30 standard deviations of 0: the folded statistics subtract ``mean^2`` from ``E[z^2]``,
+#: so float32 rounding (about 1e-7 of ``E[z^2]``) would otherwise be a visible part of the variance
+FOLD_CONDITION = 1e3
+
+
 class Fold(NamedTuple):
     """Training-mode batch norm of ``z = x W^T`` folded into the linear map (float64 statistics)."""
 
@@ -72,7 +78,8 @@ class Fold(NamedTuple):
     mu: torch.Tensor  # (in,) column means of x
     second: torch.Tensor  # (in, in) x^T x / rows
     mean: torch.Tensor  # (out,) batch mean of z
-    invstd: torch.Tensor  # (out,) 1 / sqrt(var + eps), var biased
+    var: torch.Tensor  # (out,) batch variance of z, biased
+    invstd: torch.Tensor  # (out,) 1 / sqrt(var + eps)
     scale: torch.Tensor  # (out,) gamma * invstd
 
     def weight(self, weight: torch.Tensor) -> torch.Tensor:
@@ -84,22 +91,33 @@ class Fold(NamedTuple):
         return (beta.to(self.scale.dtype) - self.scale * self.mean).to(dtype)
 
 
-def fold_batch_norm(x, weight, gamma, running_mean, running_var, momentum: float, eps: float) -> Fold:
+@torch.no_grad()
+def fold_batch_norm(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, eps: float) -> Fold | None:
     """Batch statistics of ``z = x W^T`` from ``x``'s column sums and ``x^T x`` (no pass over ``z``),
-    and the running statistics updated exactly as ``BatchNorm1d`` does (unbiased variance)."""
+    or ``None`` where float32 rounding would spoil them (see :data:`FOLD_CONDITION`): then the
+    caller runs the plain layer."""
     n, stats = x.shape[0], torch.float64
     mu = x.sum(0).to(stats) / n  # torch sums float32 in cascades: accurate, no float64 copy of x
     second = (x.t() @ x).to(stats) / n
     w = weight.to(stats)
     mean = w @ mu
     var = ((w @ (second - torch.outer(mu, mu))) * w).sum(1).clamp_(min=0.0)
+    if x.dtype != torch.float64 and bool((mean * mean + var > FOLD_CONDITION * var).any()):
+        return None
     invstd = (var + eps).rsqrt()
-    if running_mean is not None:
-        with torch.no_grad():
-            unbiased = var * (n / max(n - 1, 1))
-            running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-            running_var.mul_(1.0 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
-    return Fold(n, mu, second, mean, invstd, gamma.to(stats) * invstd)
+    return Fold(n, mu, second, mean, var, invstd, gamma.detach().to(stats) * invstd)
+
+
+def update_running_stats(norm: nn.BatchNorm1d, fold: Fold) -> None:
+    """Count a training step in ``norm`` and move its running statistics as ``BatchNorm1d`` does
+    (momentum ``None``: cumulative average; the running variance is unbiased)."""
+    norm.num_batches_tracked.add_(1)
+    momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else float(norm.momentum)
+    n = fold.rows
+    with torch.no_grad():
+        norm.running_mean.mul_(1.0 - momentum).add_(fold.mean.to(norm.running_mean.dtype), alpha=momentum)
+        unbiased = fold.var * (n / max(n - 1, 1))
+        norm.running_var.mul_(1.0 - momentum).add_(unbiased.to(norm.running_var.dtype), alpha=momentum)
 
 
 def fold_gradients(fold: Fold, x, weight, gamma, g, dbeta, gx, *, input_grad: bool):
@@ -120,26 +138,19 @@ def fold_gradients(fold: Fold, x, weight, gamma, g, dbeta, gx, *, input_grad: bo
     return dx, dweight.to(weight.dtype), dgamma.to(gamma.dtype), dbeta.to(gamma.dtype)
 
 
-def norm_momentum(norm: nn.BatchNorm1d) -> float:
-    """Count a training step in ``norm`` and return its momentum for this step (``None`` in
-    ``BatchNorm1d`` means a cumulative average)."""
-    norm.num_batches_tracked.add_(1)
-    return 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else float(norm.momentum)
-
-
 class FoldedLinearNorm(torch.autograd.Function):
     """``relu?(batch_norm(x @ W.T))`` in training mode, batch norm folded into one ``addmm``.
 
     With ``n`` rows, ``mu = sum(x) / n`` and ``S = x^T x``, the statistics of ``z = x W^T`` are
     ``mean = W mu`` and ``var = diag(W (S / n - mu mu^T) W^T)`` (biased, as batch norm normalises);
     then ``y = relu?(x (s W)^T + (beta - s mean))`` with ``s = gamma / sqrt(var + eps)``
-    (:func:`fold_batch_norm`). The backward pass (:func:`fold_gradients`) needs ``x``, the output
+    (:func:`fold_batch_norm`, computed by the caller, which also moves the running statistics).
+    The backward pass (:func:`fold_gradients`) needs ``x``, the output
     (for the ReLU's mask) and small matrices: no tensor of ``z``'s size is kept or rebuilt.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, gamma, beta, running_mean, running_var, momentum, eps, relu):
-        fold = fold_batch_norm(x, weight, gamma, running_mean, running_var, momentum, eps)
+    def forward(ctx, x, weight, gamma, beta, fold, relu):
         y = torch.addmm(fold.shift(beta, x.dtype), x, fold.weight(weight).t())
         if relu:
             y.relu_()
@@ -155,14 +166,20 @@ class FoldedLinearNorm(torch.autograd.Function):
         gx = (g.t() @ x).to(torch.float64)
         dx, dweight, dgamma, dbeta = fold_gradients(ctx.fold, x, weight, gamma, g, g.sum(0).to(torch.float64), gx,
                                                     input_grad=ctx.needs_input_grad[0])
-        return dx, dweight, dgamma, dbeta, None, None, None, None, None
+        return dx, dweight, dgamma, dbeta, None, None
 
 
-def folds(layer: "LinearNorm", x: torch.Tensor) -> bool:
-    """Whether ``layer`` runs folded on input rows ``x``: a training-mode batch norm with affine
-    parameters and running statistics, in :func:`fused_training` mode."""
+def training_fold(layer: "LinearNorm", x: torch.Tensor) -> Fold | None:
+    """The folded batch norm of ``layer`` for training rows ``x``, its running statistics updated, or
+    ``None`` if the plain layer must run: not a training-mode batch norm with affine parameters and
+    running statistics, not :func:`fused_training` mode, or statistics that do not fold accurately."""
     norm = layer.norm
-    return norm.training and norm.affine and norm.track_running_stats and fused_training(x)
+    if not (norm.training and norm.affine and norm.track_running_stats and fused_training(x)):
+        return None
+    fold = fold_batch_norm(x, layer.linear.weight, norm.weight, float(norm.eps))
+    if fold is not None:
+        update_running_stats(norm, fold)
+    return fold
 
 
 class LinearNorm(nn.Module):
@@ -183,9 +200,9 @@ class LinearNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
         norm = self.norm
-        if folds(self, rows):
-            y = FoldedLinearNorm.apply(rows, self.linear.weight, norm.weight, norm.bias, norm.running_mean,
-                                       norm.running_var, norm_momentum(norm), float(norm.eps), self.relu)
+        fold = training_fold(self, rows)
+        if fold is not None:
+            y = FoldedLinearNorm.apply(rows, self.linear.weight, norm.weight, norm.bias, fold, self.relu)
         elif not norm.training and norm.affine and norm.track_running_stats and rows.numel():
             scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
             y = torch.addmm(norm.bias - norm.running_mean * scale, rows, (self.linear.weight * scale[:, None]).t())
