@@ -228,3 +228,25 @@ def test_float32_inputs_far_from_zero_take_the_plain_path_and_stay_accurate(monk
     torch.testing.assert_close(layer.norm.running_var, plain.norm.running_var)
     layer(torch.randn(5000, 8))  # centred input folds
     assert calls[0] == 1
+
+
+def test_a_block_hands_its_last_pair_layer_to_an_aggregator_that_can_fuse_it():
+    from asczoo import plugins
+    from asczoo_plugins.relation.aggregators import MeanPool
+
+    class FusingMean(MeanPool):
+        calls = 0
+
+        def pool_after(self, layer, x):
+            FusingMean.calls += 1
+            assert isinstance(layer, LinearNorm) and x.shape[-1] == layer.linear.in_features
+            return self(layer(x))
+
+    torch.manual_seed(4)
+    block = plugins.get_part("relation_block", "tresn").factory(channels=16, k=3, aggregator="mean")
+    randomise(block, seed=4)
+    x = torch.randn(2, 4, 16, 3, 2)
+    expected = block(x)
+    block.aggregator = FusingMean()
+    torch.testing.assert_close(block(x), expected, atol=0, rtol=0)
+    assert FusingMean.calls == 1
