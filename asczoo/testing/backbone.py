@@ -10,9 +10,9 @@ from torch import nn
 
 from asczoo.interfaces import Backbone, Inflator, SegmentLayout
 from asczoo.testing.suite import (
-    SkipCheck, Suite, assert_close, assert_finite, check_bf16, check_cuda, check_description,
-    check_determinism, check_gradients, check_onnx, check_sample_independence, check_signature, isolated_rng,
-    randn, resolve, wake,
+    SkipCheck, Suite, assert_close, assert_finite, check_cuda, check_description, check_determinism,
+    check_gradients, check_sample_independence, check_signature, isolated_rng, randn, resolve, runtime_checks,
+    wake, woken,
 )
 
 #: the paper's placements of relation blocks (res2_1 = the first block of stage 2)
@@ -133,12 +133,6 @@ def check_backbone(
         y = net(x)
         check_gradients(net, (y * randn(*y.shape, seed=3)).sum(), inputs=[x])
 
-    def reference(seed: int) -> tuple[Backbone, torch.Tensor, torch.Tensor]:
-        net = live()
-        x = images(batch, seed)
-        with torch.no_grad():
-            return net, x, net(x)
-
     def batch_independence() -> None:
         net = live()
         with torch.no_grad():
@@ -146,25 +140,7 @@ def check_backbone(
 
     def determinism() -> None:
         x = images(batch, 4)
-
-        def build_live() -> Backbone:
-            net = build()
-            wake(net)
-            return net
-
-        check_determinism(build_live, lambda m: m(x))
-
-    def bf16() -> None:
-        net, x, ref = reference(5)
-        check_bf16(lambda: net(x), ref, shape=ref.shape)
-
-    def cuda() -> None:
-        net, x, ref = reference(6)
-        check_cuda(net, (x,), ref)
-
-    def onnx_check() -> None:
-        net, x, ref = reference(7)
-        check_onnx(net, (x,), ref, wanted=onnx)
+        check_determinism(woken(build), lambda m: m(x))
 
     suite.run("signature", lambda: check_signature(factory, options, where=suite.report.subject, host=("in_chans",)))
     suite.run("description", lambda: check_description("backbone", name))
@@ -174,9 +150,8 @@ def check_backbone(
     suite.run("gradients", gradients)
     suite.run("batch_independence", batch_independence)
     suite.run("determinism", determinism)
-    suite.run("bf16_autocast", bf16)
-    suite.run("cuda", cuda)
-    suite.run("onnx", onnx_check)
+    for check, run in runtime_checks(live, lambda seed: (images(batch, seed),), seed=5, onnx=onnx).items():
+        suite.run(check, run)
     return suite.finish()
 
 

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from asczoo.testing.suite import (
-    Suite, assert_finite, assert_shape, check_bf16, check_cuda, check_description, check_determinism,
-    check_gradients, check_onnx, check_sample_independence, check_signature, isolated_rng, randn, resolve, wake,
+    Suite, assert_finite, assert_shape, check_description, check_determinism, check_gradients,
+    check_sample_independence, check_signature, isolated_rng, randn, resolve, runtime_checks, wake, woken,
 )
 
 HEAD_CHECKS = (
@@ -69,12 +69,6 @@ def check_head(
         wake(net)
         return net.eval()
 
-    def reference(seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-        net = live()
-        x = features(batch, seed)
-        with torch.no_grad():
-            return net, x, net(x)
-
     def gradients() -> None:
         net = live().train()
         x = features(batch, 1).requires_grad_()
@@ -88,25 +82,7 @@ def check_head(
 
     def determinism() -> None:
         x = features(batch, 2)
-
-        def build_live() -> nn.Module:
-            net = build()
-            wake(net)
-            return net
-
-        check_determinism(build_live, lambda m: m(x))
-
-    def bf16() -> None:
-        net, x, ref = reference(3)
-        check_bf16(lambda: net(x), ref, shape=ref.shape)
-
-    def cuda() -> None:
-        net, x, ref = reference(4)
-        check_cuda(net, (x,), ref)
-
-    def onnx_check() -> None:
-        net, x, ref = reference(5)
-        check_onnx(net, (x,), ref, wanted=onnx)
+        check_determinism(woken(build), lambda m: m(x))
 
     suite.run("signature", lambda: check_signature(factory, options, where=suite.report.subject,
                                                    host=("in_features", "num_classes")))
@@ -115,7 +91,6 @@ def check_head(
     suite.run("gradients", gradients)
     suite.run("batch_independence", batch_independence)
     suite.run("determinism", determinism)
-    suite.run("bf16_autocast", bf16)
-    suite.run("cuda", cuda)
-    suite.run("onnx", onnx_check)
+    for check, run in runtime_checks(live, lambda seed: (features(batch, seed),), seed=3, onnx=onnx).items():
+        suite.run(check, run)
     return suite.finish()

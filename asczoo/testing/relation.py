@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from asczoo.testing.suite import (
-    SkipCheck, Suite, assert_close, assert_finite, assert_shape, check_bf16, check_cuda, check_describe,
-    check_description, check_determinism, check_gradients, check_onnx, check_sample_independence,
-    check_signature, describe_diff, isolated_rng, randn, resolve, wake,
+    SkipCheck, Suite, assert_close, assert_finite, assert_shape, check_describe, check_description,
+    check_determinism, check_gradients, check_sample_independence, check_signature, describe_diff,
+    isolated_rng, randn, resolve, runtime_checks, wake, woken,
 )
 
 #: ``(N, C, F, T)`` feature maps a relation block is run on: several segment counts, widths and
@@ -149,34 +149,11 @@ merged into that model's recipe, e.g. ``{"backbone": {"stem": "authors"}}`` for 
 
     def determinism() -> None:
         x = inputs(batch, 5)
+        check_determinism(woken(build), lambda m: m(x))
 
-        def build_live() -> nn.Module:
-            blk = build()
-            wake(blk)
-            return blk
-
-        check_determinism(build_live, lambda m: m(x))
-
-    def bf16() -> None:
-        blk = live()
-        x = inputs(batch, 6)
-        with torch.no_grad():
-            ref = blk(x)
-        check_bf16(lambda: blk(x), ref, shape=x.shape, scale=ref - x)
-
-    def cuda() -> None:
-        blk = live()
-        x = inputs(batch, 7)
-        with torch.no_grad():
-            ref = blk(x)
-        check_cuda(blk, (x,), ref)
-
-    def onnx_check() -> None:
-        blk = live()
-        x = inputs(batch, 8)
-        with torch.no_grad():
-            ref = blk(x)
-        check_onnx(blk, (x,), ref, wanted=onnx)
+    def bf16_expect(args: tuple[torch.Tensor, ...], ref: torch.Tensor) -> tuple[Sequence[int], torch.Tensor]:
+        (x,) = args
+        return x.shape, ref - x  # the output keeps the input's shape; errors count against R(X)
 
     def in_model_check() -> None:
         if in_model is False:
@@ -192,9 +169,9 @@ merged into that model's recipe, e.g. ``{"backbone": {"stem": "authors"}}`` for 
     suite.run("gradients", gradients)
     suite.run("batch_independence", batch_independence)
     suite.run("determinism", determinism)
-    suite.run("bf16_autocast", bf16)
-    suite.run("cuda", cuda)
-    suite.run("onnx", onnx_check)
+    for check, run in runtime_checks(live, lambda seed: (inputs(batch, seed),), seed=6, onnx=onnx,
+                                     bf16_expect=bf16_expect).items():
+        suite.run(check, run)
     suite.run("describe", lambda: check_describe(build()))
     suite.run("in_model", in_model_check)
     return suite.finish()
@@ -312,31 +289,7 @@ def check_aggregator(
 
     def determinism() -> None:
         e = pairs(batch, 5)
-
-        def build_live() -> nn.Module:
-            agg = build()
-            wake(agg)
-            return agg
-
-        check_determinism(build_live, lambda m: m(e))
-
-    def reference(seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-        agg = live()
-        e = pairs(batch, seed)
-        with torch.no_grad():
-            return agg, e, agg(e)
-
-    def bf16() -> None:
-        agg, e, ref = reference(6)
-        check_bf16(lambda: agg(e), ref, shape=ref.shape)
-
-    def cuda() -> None:
-        agg, e, ref = reference(7)
-        check_cuda(agg, (e,), ref)
-
-    def onnx_check() -> None:
-        agg, e, ref = reference(8)
-        check_onnx(agg, (e,), ref, wanted=onnx)
+        check_determinism(woken(build), lambda m: m(e))
 
     suite.run("signature", lambda: check_signature(factory, options, where=suite.report.subject, host=("channels",)))
     suite.run("description", lambda: check_description("aggregator", name))
@@ -345,9 +298,8 @@ def check_aggregator(
     suite.run("point_independence", independence)
     suite.run("gradients", gradients)
     suite.run("determinism", determinism)
-    suite.run("bf16_autocast", bf16)
-    suite.run("cuda", cuda)
-    suite.run("onnx", onnx_check)
+    for check, run in runtime_checks(live, lambda seed: (pairs(batch, seed),), seed=6, onnx=onnx).items():
+        suite.run(check, run)
     return suite.finish()
 
 
@@ -425,27 +377,7 @@ def check_position_encoding(
 
     def determinism() -> None:
         centre, neighbour = positions(batch, 4)
-
-        def build_live() -> nn.Module:
-            enc = build()
-            wake(enc)
-            return enc
-
-        check_determinism(build_live, lambda m: m(centre, neighbour))
-
-    def bf16() -> None:
-        enc = live()
-        centre, neighbour = positions(batch, 5)
-        with torch.no_grad():
-            ref = enc(centre, neighbour)
-        check_bf16(lambda: enc(centre, neighbour), ref, shape=ref.shape)
-
-    def cuda() -> None:
-        enc = live()
-        centre, neighbour = positions(batch, 6)
-        with torch.no_grad():
-            ref = enc(centre, neighbour)
-        check_cuda(enc, (centre, neighbour), ref)
+        check_determinism(woken(build), lambda m: m(centre, neighbour))
 
     suite.run("signature", lambda: check_signature(factory, options, where=suite.report.subject))
     suite.run("description", lambda: check_description("position_encoding", name))
@@ -454,6 +386,6 @@ def check_position_encoding(
     suite.run("point_independence", independence)
     suite.run("gradients", gradients)
     suite.run("determinism", determinism)
-    suite.run("bf16_autocast", bf16)
-    suite.run("cuda", cuda)
+    for check, run in runtime_checks(live, lambda seed: positions(batch, seed), seed=5, onnx=None).items():
+        suite.run(check, run)
     return suite.finish()

@@ -253,6 +253,56 @@ def check_determinism(build: Callable[[], nn.Module], run: Callable[[nn.Module],
             f"the same input gives different outputs on two calls in eval mode: {describe_diff(out1, out2)}")
 
 
+def woken(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    """``build`` followed by :func:`wake` (non-trivial weights, module left in training mode): the
+    builder :func:`check_determinism` compares."""
+
+    def make() -> nn.Module:
+        module = build()
+        wake(module)
+        return module
+
+    return make
+
+
+def runtime_checks(
+    live: Callable[[], nn.Module],
+    inputs: Callable[[int], tuple[torch.Tensor, ...]],
+    *,
+    seed: int,
+    onnx: bool | None,
+    bf16_expect: Callable[[tuple[torch.Tensor, ...], torch.Tensor], tuple[Sequence[int], torch.Tensor | None]]
+    | None = None,
+) -> dict[str, Callable[[], None]]:
+    """The runtime checks every part kind shares, by report name: ``bf16_autocast``, ``cuda`` and,
+    unless ``onnx`` is ``None`` (a kind that is not exported), ``onnx`` (run only when ``onnx`` is
+    true). Each builds a fresh ``live()`` module in eval mode and takes its float32 output on
+    ``inputs(seed)``, ``inputs(seed + 1)`` and ``inputs(seed + 2)`` as the reference.
+    ``bf16_expect(inputs, reference)`` gives the expected shape and the error scale for
+    :func:`check_bf16` (default: the reference's shape and size)."""
+
+    def reference(offset: int) -> tuple[nn.Module, tuple[torch.Tensor, ...], torch.Tensor]:
+        module, args = live(), inputs(seed + offset)
+        with torch.no_grad():
+            return module, args, module(*args)
+
+    def bf16() -> None:
+        module, args, ref = reference(0)
+        shape, scale = bf16_expect(args, ref) if bf16_expect else (ref.shape, None)
+        check_bf16(lambda: module(*args), ref, shape=shape, scale=scale)
+
+    def cuda() -> None:
+        check_cuda(*reference(1))
+
+    def onnx_check() -> None:
+        check_onnx(*reference(2), wanted=bool(onnx))
+
+    checks = {"bf16_autocast": bf16, "cuda": cuda}
+    if onnx is not None:
+        checks["onnx"] = onnx_check
+    return checks
+
+
 def check_bf16(run: Callable[[], torch.Tensor], reference: torch.Tensor, *, shape: Sequence[int],
                scale: torch.Tensor | None = None, tolerance: float = 0.1) -> None:
     """Under CPU bfloat16 autocast the output has the right shape, is finite and stays within
