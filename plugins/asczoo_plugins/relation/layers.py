@@ -24,8 +24,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 
-def fused_training(*tensors: torch.Tensor) -> bool:
-    """Whether the hand-written training passes of the relation layers may run on ``tensors``.
+def fused_training(x: torch.Tensor) -> bool:
+    """Whether the hand-written training passes of the relation layers may run on ``x``.
 
     Only in plain eager autograd on float32/float64: not while compiling, exporting or tracing
     (the plain operations there are what the compiler and exporter understand), not under autocast
@@ -35,8 +35,9 @@ def fused_training(*tensors: torch.Tensor) -> bool:
     """
     return (
         torch.is_grad_enabled()
-        and all(t.dtype in (torch.float32, torch.float64) and t.numel() > 0 for t in tensors)
-        and not torch.is_autocast_enabled(tensors[0].device.type)
+        and x.dtype in (torch.float32, torch.float64)
+        and x.numel() > 0
+        and not torch.is_autocast_enabled(x.device.type)
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
         and not torch._C._is_torch_function_mode_enabled()
@@ -201,14 +202,14 @@ class LinearNorm(nn.Module):
         rows = x.reshape(-1, x.shape[-1])
         norm = self.norm
         fold = training_fold(self, rows)
-        if fold is not None:
+        if fold is not None:  # the ReLU is part of the folded pass
             y = FoldedLinearNorm.apply(rows, self.linear.weight, norm.weight, norm.bias, fold, self.relu)
-        elif not norm.training and norm.affine and norm.track_running_stats and rows.numel():
-            scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-            y = torch.addmm(norm.bias - norm.running_mean * scale, rows, (self.linear.weight * scale[:, None]).t())
-            y = y.relu_() if self.relu else y
         else:
-            # ReLU in place on batch norm's own output, not on a view of it (autograd would copy)
-            y = nn.BatchNorm1d.forward(norm, self.linear(rows))
-            y = y.relu_() if self.relu else y
+            if not norm.training and norm.affine and norm.track_running_stats and rows.numel():
+                scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+                y = torch.addmm(norm.bias - norm.running_mean * scale, rows, (self.linear.weight * scale[:, None]).t())
+            else:
+                y = nn.BatchNorm1d.forward(norm, self.linear(rows))
+            if self.relu:  # in place on the layer's own 2-D output, not on a view of it (autograd would copy)
+                y = y.relu_()
         return y.view(*x.shape[:-1], y.shape[-1])
