@@ -8,32 +8,35 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from asczoo import _moved
 from asczoo.hookspecs import hookimpl
+
+_moved.install()  # old flat module paths (asczoo.datasets, asczoo.engine, ...) stay importable
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
     # models by name
-    "list_models": "asczoo.factory",
-    "list_pretrained": "asczoo.factory",
-    "create_model": "asczoo.factory",
-    "model_recipe": "asczoo.factory",
-    "AscModel": "asczoo.model",
+    "list_models": "asczoo.models.factory",
+    "list_pretrained": "asczoo.models.factory",
+    "create_model": "asczoo.models.factory",
+    "model_recipe": "asczoo.models.factory",
+    "AscModel": "asczoo.models.model",
     # recipes
-    "register_recipes": "asczoo.recipes",
-    "RecipeError": "asczoo.arguments",
+    "register_recipes": "asczoo.recipes.model_recipes",
+    "RecipeError": "asczoo.recipes.schema",
     # plugins
     "register_plugin": "asczoo.plugins",
     "PluginError": "asczoo.plugins",
     # audio and data
-    "create_frontend": "asczoo.frontend",
-    "create_dataset": "asczoo.datasets",
-    "create_augmentation": "asczoo.augment",
+    "create_frontend": "asczoo.data.frontend",
+    "create_dataset": "asczoo.data.datasets",
+    "create_augmentation": "asczoo.data.augment",
     # hub and inference
-    "from_pretrained": "asczoo.hub",
+    "from_pretrained": "asczoo.hub.files",
     # training
-    "train": "asczoo.training",
-    "evaluate": "asczoo.evaluation",
+    "train": "asczoo.training.runs",
+    "evaluate": "asczoo.training.evaluation",
 }
 
 __all__ = ["hookimpl", "__version__", *_EXPORTS]

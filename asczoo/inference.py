@@ -45,7 +45,7 @@ class FileResult:
 
 def model_frontend(model) -> Frontend:
     """The frontend the model was trained with (rebuilt from ``model.frontend_config``)."""
-    from asczoo.frontend import create_frontend
+    from asczoo.data.frontend import create_frontend
 
     return create_frontend(**model.frontend_config)
 
@@ -108,7 +108,7 @@ def predict(
     Returns ``(label, probabilities)``: the most probable class and ``{class: probability}``,
     averaged over the windows of a long recording. The model is put in eval mode.
     """
-    from asczoo.audio import read_audio
+    from asczoo.data.audio import read_audio
 
     if isinstance(path_or_waveform, (str, os.PathLike)):
         if sample_rate is not None:
@@ -146,7 +146,7 @@ def collect_audio_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, 
     named relative to the folder's parent, so ``dataset/audio`` gives DCASE-style names
     ``audio/airport-....wav``. A path that does not exist is kept (it is reported as unreadable).
     """
-    from asczoo.audio import is_audio_file
+    from asczoo.data.audio import is_audio_file
 
     files: list[tuple[Path, str]] = []
     for raw in paths:
@@ -181,7 +181,7 @@ def predict_files(
     """
     from tqdm.auto import tqdm
 
-    from asczoo.audio import read_audio
+    from asczoo.data.audio import read_audio
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")

@@ -293,10 +293,10 @@ def reset() -> None:
 def _invalidate_dependants() -> None:
     import sys
 
-    from asczoo import recipes  # local: recipes depends on this module
+    from asczoo.recipes import model_recipes as recipes  # local: recipes depends on this module
 
     recipes.invalidate()
-    training = sys.modules.get("asczoo.training_recipes")  # only if loaded; it caches recipes too
+    training = sys.modules.get("asczoo.recipes.training_recipes")  # only if loaded; it caches recipes too
     if training is not None and hasattr(training, "invalidate"):
         training.invalidate()
 

@@ -39,8 +39,8 @@ import time
 import torch
 
 import asczoo
-from asczoo.overrides import parse_overrides
-from asczoo.recipes import deep_merge
+from asczoo.recipes.overrides import parse_overrides
+from asczoo.recipes.model_recipes import deep_merge
 from asczoo.testing import tiny_overrides
 
 PLAIN = "resnet18-3d"

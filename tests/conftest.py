@@ -16,7 +16,8 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _fresh_registries(monkeypatch):
     """Isolate plugin/recipe state changed by a test (env vars, in-process plugins, user recipes)."""
-    from asczoo import plugins, recipes
+    from asczoo import plugins
+    from asczoo.recipes import model_recipes as recipes
 
     for var in ("ASCZOO_STRICT_PLUGINS", "ASCZOO_DISABLE_PLUGINS", "ASCZOO_REGISTRY"):
         monkeypatch.delenv(var, raising=False)

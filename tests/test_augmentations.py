@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import asczoo
-from asczoo.arguments import RecipeError
-from asczoo.augment import Compose, create_augmentations, one_hot
+from asczoo.recipes.schema import RecipeError
+from asczoo.data.augment import Compose, create_augmentations, one_hot
 from data_fixtures import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -2,7 +2,7 @@
 same global batches.
 
 "The same" holds when nothing is drawn per rank and batch norm sees the global batch: the recipe turns
-on ``engine.sync_batchnorm`` (statistics over all ranks, :class:`asczoo.engine.GlobalBatchNorm`) and
+on ``engine.sync_batchnorm`` (statistics over all ranks, :class:`asczoo.training.engine.GlobalBatchNorm`) and
 leaves out random augmentation and dropout. Each global batch is split over the ranks (unevenly in
 stage 2: 5 clips as 3 + 2), gradients are averaged by DDP with the loss weighted so that the average
 is the global-batch mean, evaluation is split over the ranks and its confusion matrix summed, and only
@@ -36,7 +36,7 @@ def _recipe() -> dict:
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="needs torch.distributed with the gloo backend")
 def test_two_gloo_processes_match_one_process(tmp_path):
-    from asczoo.training import train
+    from asczoo.training.runs import train
 
     data = make_data(tmp_path / "data")
     recipe = _recipe()

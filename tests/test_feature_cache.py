@@ -15,8 +15,8 @@ import torch
 import asczoo
 from asczoo.atomic import atomic_save_safetensors, atomic_write
 from asczoo.cli import main as cli
-from asczoo.data_checks import DataError
-from asczoo.feature_cache import (
+from asczoo.data.checks import DataError
+from asczoo.data.feature_cache import (
     MANIFEST_SUFFIX, compute_normalization, extract, load_normalization,
 )
 from data_fixtures import TINY_FRONTEND, make_dcase_tree, one_thread, write_clip  # noqa: F401
@@ -92,7 +92,7 @@ def test_float16_is_half_the_size_and_keys_differ_by_config(root, tmp_path):
 KILLER = textwrap.dedent("""
     import os, signal, sys
     import torch
-    import asczoo.feature_cache as fc
+    import asczoo.data.feature_cache as fc
     torch.set_num_threads(1)
     from asczoo.atomic import atomic_write
     real, calls = fc.atomic_save_safetensors, []

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import asczoo
-from asczoo.arguments import RecipeError
-from asczoo.frontend import config_key, segment_starts
+from asczoo.recipes.schema import RecipeError
+from asczoo.data.frontend import config_key, segment_starts
 from data_fixtures import one_thread  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")

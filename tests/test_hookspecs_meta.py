@@ -316,7 +316,7 @@ def test_hook_asczoo_register_recipes(tmp_path):
 
 
 def test_hook_asczoo_register_training_recipes():
-    from asczoo import training_recipes
+    from asczoo.recipes import training_recipes
 
     base = training_recipes.list_training_recipes("dcase2019-atresn*")[0]
     mapping = {"version": 1, "recipes": {"meta-short": {"extends": base, "stages": {"stage2": {"epochs": 2}}}}}

@@ -22,8 +22,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 import asczoo
-from asczoo import hub
-from asczoo.recipes import RecipeError
+from asczoo.hub import files as hub
+from asczoo.recipes.model_recipes import RecipeError
 from asczoo.testing import TINY_OVERRIDES
 from data_fixtures import one_thread  # noqa: F401 - fixture
 

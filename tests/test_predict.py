@@ -11,7 +11,7 @@ import torchaudio.functional as taf
 from data_fixtures import one_thread, write_clip  # noqa: F401 - one_thread is a fixture
 
 import asczoo
-from asczoo.audio import read_audio
+from asczoo.data.audio import read_audio
 from asczoo.cli import main
 from asczoo.inference import Prediction, collect_audio_files, predict_files
 from test_hub import CLASSES, tiny_model

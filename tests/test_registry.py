@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import asczoo
-from asczoo import recipes
+from asczoo.recipes import model_recipes as recipes
 from asczoo.testing import TINY_OVERRIDES
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import asczoo
 from asczoo import plugins
-from asczoo.arguments import RecipeError
+from asczoo.recipes.schema import RecipeError
 
 # Each case: the block's options, and what the reference must compute for them.
 CASES = {

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import asczoo
-from asczoo import plugins, recipes
+from asczoo import plugins
+from asczoo.recipes import model_recipes as recipes
 from asczoo.testing import tiny_overrides
 
 RELATION_MODELS = [

@@ -56,7 +56,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path):
-    from asczoo.training import train
+    from asczoo.training.runs import train
 
     data = make_data(tmp_path / "data")
     recipe = tiny_recipe(stage1_epochs=3, stage2_epochs=2)
@@ -98,8 +98,8 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_resume_refuses_a_different_recipe(tmp_path):
-    from asczoo.arguments import RecipeError
-    from asczoo.training import train
+    from asczoo.recipes.schema import RecipeError
+    from asczoo.training.runs import train
 
     data = make_data(tmp_path / "data")
     recipe = tiny_recipe(stage1_epochs=1)

@@ -10,7 +10,7 @@ import torch
 
 import asczoo
 from asczoo.cli import main as cli
-from asczoo.synth import SCENE_CLASSES, relational_segments, synthesize
+from asczoo.data.synth import SCENE_CLASSES, relational_segments, synthesize
 from data_fixtures import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

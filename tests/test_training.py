@@ -21,7 +21,7 @@ CLASSES = 4
 
 def make_data(root: Path) -> Path:
     """40 synthetic 2-second scenes of 4 classes at 8 kHz (24 training, 16 held-out clips)."""
-    from asczoo.synth import synthesize
+    from asczoo.data.synth import synthesize
 
     synthesize(root, clips=40, seed=0, task="scenes", seconds=2.0, sample_rate=8000, classes=CLASSES, progress=False)
     return root
@@ -73,7 +73,7 @@ def test_two_stage_run_writes_every_output_and_stage2_starts_from_stage1(scenes,
     from safetensors.torch import load_file
 
     from asczoo.cli import main
-    from asczoo.hub import from_pretrained
+    from asczoo.hub.files import from_pretrained
 
     run = tmp_path / "run"
     snapshot = Snapshot()
@@ -166,7 +166,7 @@ def test_held_in_memory_and_streamed_features_train_identically(scenes, tmp_path
     give the same batches, so the same weights."""
     from safetensors.torch import load_file
 
-    from asczoo.training import train
+    from asczoo.training.runs import train
 
     recipe = tiny_recipe(stage1_epochs=1, stage2_epochs=1)
     recipe["stages"] = recipe["stages"][:1]  # with its random augmentations (lr-swap, mixup)
@@ -203,7 +203,7 @@ def test_quickstart_command_runs_the_whole_demo_in_miniature(tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_run_uses_bf16_channels_last_and_features_on_the_gpu(scenes, tmp_path):
-    from asczoo.training import train
+    from asczoo.training.runs import train
 
     lines: list[str] = []
     recipe = tiny_recipe(stage1_epochs=1, stage2_epochs=1, device="cuda")

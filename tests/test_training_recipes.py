@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from asczoo import training_recipes
-from asczoo.arguments import RecipeError
+from asczoo.recipes import training_recipes
+from asczoo.recipes.schema import RecipeError
 from asczoo.cli import main
 
 PAPER = ["dcase2019-atresn-net-resnet18", "dcase2018-atresn-net-resnet18", "dcase2019-atresn-net-preact18",
@@ -145,7 +145,8 @@ def test_cli_lists_and_shows(capsys):
 
 def test_in_process_plugin_training_recipes_are_seen():
     import asczoo
-    from asczoo import plugins, training_recipes
+    from asczoo import plugins
+    from asczoo.recipes import training_recipes
 
     training_recipes.list_training_recipes()  # cache the registry first
 

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from asczoo.evaluation import confusion_png, evaluate
+    from asczoo.training.evaluation import confusion_png, evaluate
 
     result = evaluate(args.model, args.data, dataset=args.dataset, split=args.split, fold=args.fold,
                       cache_dir=args.cache, stage=args.stage, batch_size=args.batch_size, device=args.device,

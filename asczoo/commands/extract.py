@@ -45,7 +45,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def data_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """``fold``, ``frontend`` and plugin ``options`` from parsed :func:`add_data_arguments`."""
-    from asczoo.frontend import create_frontend
+    from asczoo.data.frontend import create_frontend
 
     fold_text = str(args.fold).strip().lower()
     if fold_text in ("none", "null", ""):
@@ -56,7 +56,7 @@ def data_arguments(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--fold: expected a positive integer or 'none', got {args.fold!r}")
     config: dict[str, Any] = {}
     if args.model:
-        from asczoo.factory import model_recipe
+        from asczoo.models.factory import model_recipe
 
         config.update(model_recipe(args.model)["frontend"])
     config.update(parse_assignments(args.frontend, "--frontend"))
@@ -74,8 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from asczoo.data_checks import DataError
-    from asczoo.feature_cache import extract
+    from asczoo.data.checks import DataError
+    from asczoo.data.feature_cache import extract
 
     data = data_arguments(args)
     try:

@@ -61,8 +61,8 @@ def describe(model) -> dict:
 def run(args) -> int:
     import yaml
 
-    from asczoo.factory import create_model
-    from asczoo.overrides import parse_overrides
+    from asczoo.models.factory import create_model
+    from asczoo.recipes.overrides import parse_overrides
 
     model = create_model(args.name, overrides=parse_overrides(args.overrides) or None)
     info = describe(model)

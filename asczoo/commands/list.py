@@ -13,7 +13,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from asczoo import factory, recipes
+    from asczoo.models import factory
+    from asczoo.recipes import model_recipes as recipes
 
     if args.pretrained:
         for name in factory.list_pretrained(args.pattern):

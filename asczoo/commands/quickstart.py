@@ -27,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from asczoo.evaluation import evaluate
-    from asczoo.hub import from_pretrained
-    from asczoo.training import train
+    from asczoo.training.evaluation import evaluate
+    from asczoo.hub.files import from_pretrained
+    from asczoo.training.runs import train
 
     began = time.perf_counter()
     out = Path(args.out)

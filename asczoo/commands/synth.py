@@ -1,4 +1,4 @@
-"""``asczoo synth OUT_DIR``: write a synthetic dataset in the DCASE 2019 layout (see :mod:`asczoo.synth`)."""
+"""``asczoo synth OUT_DIR``: write a synthetic dataset in the DCASE 2019 layout (see :mod:`asczoo.data.synth`)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from asczoo.synth import synthesize
+    from asczoo.data.synth import synthesize
 
     try:
         info = synthesize(args.out_dir, clips=args.clips, seed=args.seed, task=args.task, seconds=args.seconds,

@@ -1,4 +1,4 @@
-"""``asczoo train RECIPE``: run a training recipe (see :mod:`asczoo.training` and :mod:`asczoo.training_recipes`)."""
+"""``asczoo train RECIPE``: run a training recipe (see :mod:`asczoo.training.runs` and :mod:`asczoo.recipes.training_recipes`)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from asczoo import training_recipes
+    from asczoo.recipes import training_recipes
 
     if args.list:
         reg = training_recipes.registry()
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         name, recipe = training_recipes.load(args.recipe, overrides)
         print(yaml.safe_dump({name: recipe}, sort_keys=False).rstrip())
         return 0
-    from asczoo.training import train
+    from asczoo.training.runs import train
 
     train(args.recipe, data=args.data, out=args.out, resume=args.resume, overrides=overrides)
     return 0

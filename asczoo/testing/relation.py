@@ -180,7 +180,7 @@ merged into that model's recipe, e.g. ``{"backbone": {"stem": "authors"}}`` for 
 def _check_in_model(name: str, options: Mapping[str, Any], *, zero_init: bool,
                     model_overrides: Mapping[str, Any] | None) -> None:
     import asczoo
-    from asczoo.recipes import deep_merge
+    from asczoo.recipes.model_recipes import deep_merge
     from asczoo.testing.tiny import tiny_overrides
 
     if "resnet18-3d" not in asczoo.list_models():

@@ -117,7 +117,7 @@ def check_signature(
 ) -> None:
     """The options fit the factory as a recipe section would (keys, types), and the factory takes the
     host-supplied keywords."""
-    from asczoo.arguments import RecipeError, check_arguments
+    from asczoo.recipes.schema import RecipeError, check_arguments
 
     params = inspect.signature(factory).parameters
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -17,6 +17,6 @@ TINY_OVERRIDES: dict[str, Any] = {
 
 def tiny_overrides(**sections: Any) -> dict[str, Any]:
     """``TINY_OVERRIDES`` with extra sections merged in, e.g. ``tiny_overrides(relation={"k": 2})``."""
-    from asczoo.recipes import deep_merge
+    from asczoo.recipes.model_recipes import deep_merge
 
     return deep_merge(copy.deepcopy(TINY_OVERRIDES), sections)

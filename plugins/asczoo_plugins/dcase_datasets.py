@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from asczoo import hookimpl
-from asczoo.audio import is_audio_file
-from asczoo.data_checks import DataError, Problem
-from asczoo.datasets import (
+from asczoo.data.audio import is_audio_file
+from asczoo.data.checks import DataError, Problem
+from asczoo.data.datasets import (
     ClipDataset, find_setup_file, location_of, location_split, read_labelled_table, read_setup_file,
 )
 

@@ -30,7 +30,7 @@ def fused_training(x: torch.Tensor) -> bool:
     Only in plain eager autograd on float32/float64: not while compiling, exporting or tracing
     (the plain operations there are what the compiler and exporter understand), not under autocast
     (mixed precision casts per operation, which the plain operations do), and not with a
-    torch-function mode active (asczoo's multi-process :class:`~asczoo.engine.GlobalBatchNorm`
+    torch-function mode active (asczoo's multi-process :class:`~asczoo.training.engine.GlobalBatchNorm`
     intercepts ``F.batch_norm``, which only the plain path calls).
     """
     return (

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from asczoo import plugins
-from asczoo.arguments import check_arguments
+from asczoo.recipes.schema import check_arguments
 from asczoo.ops import from_points, point_positions, to_points
 from asczoo_plugins.relation.grouper import SemanticGrouper
 from asczoo_plugins.relation.layers import LinearNorm

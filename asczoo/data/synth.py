@@ -190,7 +190,7 @@ def relational_segments(seconds: float, rate: int) -> tuple[list[tuple[int, int]
     At 10 s and 48 kHz these are the 8 segments of 80 frames (hop 55): exclusive ranges of 30 frames
     (0.64 s) and distance 2. Shorter clips (tests) keep the same layout with shorter segments.
     """
-    from asczoo.frontend import segment_starts
+    from asczoo.data.frontend import segment_starts
 
     hop, segments = max(1, 1024 * rate // SAMPLE_RATE), 8
     total = 1 + int(round(seconds * rate)) // hop
@@ -226,7 +226,7 @@ def relational_clip(label: int, rng: np.random.Generator, *, seconds: float, rat
 
 def _make_clip(job: tuple[Any, ...]) -> str:
     """Worker: synthesise and write one clip; returns its path."""
-    from asczoo.audio import write_audio
+    from asczoo.data.audio import write_audio
 
     path, task, index, label, location, seed, seconds, rate, classes = job
     rng = np.random.default_rng([seed, TASKS.index(task), index])
@@ -259,8 +259,8 @@ def synthesize(
     ``classes`` limits the ``scenes`` task to its first K DCASE classes (default 10). Refuses to write
     into a non-empty directory that is not an earlier synthetic dataset unless ``overwrite``.
     """
-    from asczoo.datasets import location_split
-    from asczoo.feature_cache import ordered_map
+    from asczoo.data.datasets import location_split
+    from asczoo.data.feature_cache import ordered_map
 
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")

@@ -13,7 +13,7 @@ A run directory holds::
 
 ``resume=True`` continues a run: finished stages (``done.json``) are skipped, the running stage
 restarts from its last complete checkpoint, and the result equals an uninterrupted run's (exactly, on
-CPU; see :mod:`asczoo.engine` for why). Under ``torchrun`` every process calls :func:`train`; rank 0
+CPU; see :mod:`asczoo.training.engine` for why). Under ``torchrun`` every process calls :func:`train`; rank 0
 alone writes.
 """
 
@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from asczoo import training_recipes
-from asczoo.arguments import RecipeError
+from asczoo.recipes import training_recipes
+from asczoo.recipes.schema import RecipeError
 
 #: recipe keys that may differ when a run is resumed (how to run, not what to learn)
 RESUMABLE_CHANGES = ("engine", "data.root", "data.cache", "description", "notes", "paper")
@@ -89,7 +89,7 @@ def train(
             ``on_epoch_end(stage, epoch, metrics)``, ``on_stage_end(stage, result)``.
         log: where progress lines go (default: print on rank 0).
     """
-    from asczoo.engine import setup_runtime, teardown_runtime
+    from asczoo.training.engine import setup_runtime, teardown_runtime
 
     name, rec = training_recipes.load(recipe, overrides)
     runtime = setup_runtime(rec["engine"])
@@ -145,7 +145,7 @@ def _run(name: str, rec: dict[str, Any], runtime: Any, *, data: Any, out: Any, r
     root = Path(root).expanduser().resolve()
     cache_dir = Path(rec["data"]["cache"]).expanduser() if rec["data"]["cache"] else None
     if cache_dir is None:
-        from asczoo.feature_cache import default_cache_dir
+        from asczoo.data.feature_cache import default_cache_dir
 
         cache_dir = default_cache_dir(root)
     if runtime.is_main:
@@ -210,7 +210,7 @@ def _check_same_recipe(saved: Mapping[str, Any], current: Mapping[str, Any], run
 
 def _synthesize(root: Path, options: Mapping[str, Any], runtime: Any, say: Callable[[str], None]) -> None:
     """Write the recipe's synthetic dataset into ``root`` unless the same one is there already."""
-    from asczoo import synth
+    from asczoo.data import synth
 
     if not runtime.is_main:
         return
@@ -235,9 +235,9 @@ def _stage_data(rec: Mapping[str, Any], model: Any, *, runtime: Any, root: Path,
                 data_cache: dict[str, Any], say: Callable[[str], None]) -> tuple[Any, Any, Any, Any]:
     """``(train dataset, evaluate dataset, train features, evaluate features)`` for the model's frontend;
     extracted into the cache once (rank 0), held in memory when they fit."""
-    from asczoo import feature_cache
-    from asczoo.datasets import create_dataset
-    from asczoo.engine import Features, estimate_bytes, fits_on_device
+    from asczoo.data import feature_cache
+    from asczoo.data.datasets import create_dataset
+    from asczoo.training.engine import Features, estimate_bytes, fits_on_device
 
     key = json.dumps(model.frontend_config, sort_keys=True)
     if key in data_cache:
@@ -276,8 +276,8 @@ def _stage_data(rec: Mapping[str, Any], model: Any, *, runtime: Any, root: Path,
 
 
 def _build_model(stage: Mapping[str, Any], classes: Sequence[str] | None) -> Any:
-    from asczoo.factory import create_model
-    from asczoo.recipes import deep_merge
+    from asczoo.models.factory import create_model
+    from asczoo.recipes.model_recipes import deep_merge
 
     overrides = dict(stage["overrides"])
     if classes is not None:
@@ -288,7 +288,7 @@ def _build_model(stage: Mapping[str, Any], classes: Sequence[str] | None) -> Any
 def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any], *, runtime: Any, run_dir: Path,
                root: Path, cache_dir: Path, data_cache: dict[str, Any], results: dict[str, StageResult],
                callbacks: Sequence[Any], say: Callable[[str], None]) -> StageResult:
-    from asczoo.engine import StageSpec, fit
+    from asczoo.training.engine import StageSpec, fit
 
     directory = run_dir / stage["name"]
     done = directory / "done.json"
@@ -304,7 +304,7 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
     probe = _build_model(stage, None)
     train_ds, eval_ds, train_features, eval_features = _stage_data(
         rec, probe, runtime=runtime, root=root, cache_dir=cache_dir, data_cache=data_cache, say=say)
-    from asczoo.engine import derive_seed, seed_everything
+    from asczoo.training.engine import derive_seed, seed_everything
 
     seed_everything(derive_seed(rec["seed"], index, "init"))  # the initial weights depend on the seed alone
     model = _build_model(stage, train_ds.classes)
@@ -312,7 +312,7 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
     model.set_normalization(mean, std)
     source = stage["init_from"]
     if source is not None:
-        from asczoo.factory import initialise_from
+        from asczoo.models.factory import initialise_from
 
         path = run_dir / source / "model" if source in results else Path(source)
         initialise_from(model, path)
@@ -351,9 +351,9 @@ def _finish_stage(name: str, rec: Mapping[str, Any], stage: Mapping[str, Any], m
     """Save the kept model in the Hub format, evaluate it as saved (reloaded from disk), write the
     stage's report and confusion matrix, then save it again with its metrics and model card."""
     from asczoo.atomic import atomic_write_text
-    from asczoo.engine import evaluate_features
-    from asczoo.evaluation import confusion_png, from_summary
-    from asczoo.hub import from_pretrained, save_pretrained
+    from asczoo.training.engine import evaluate_features
+    from asczoo.training.evaluation import confusion_png, from_summary
+    from asczoo.hub.files import from_pretrained, save_pretrained
 
     model.load_state_dict(summary["kept_state"])
     best = summary["best"]
@@ -396,7 +396,7 @@ def _finish(name: str, rec: Mapping[str, Any], run_dir: Path, results: Mapping[s
     import shutil
 
     from asczoo.atomic import atomic_write_text
-    from asczoo.evaluation import Evaluation, confusion_png, markdown_report
+    from asczoo.training.evaluation import Evaluation, confusion_png, markdown_report
 
     last = list(results.values())[-1]
     final = run_dir / "model"

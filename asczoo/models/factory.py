@@ -15,9 +15,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from asczoo import plugins, recipes
-from asczoo.arguments import RecipeError
-from asczoo.model import AscModel
+from asczoo import plugins
+from asczoo.recipes import model_recipes as recipes
+from asczoo.recipes.schema import RecipeError
+from asczoo.models.model import AscModel
 
 DEFAULT_NUM_CLASSES = 10
 
@@ -73,12 +74,12 @@ def create_model(
             ``{"backbone": {"channels": [16, 32, 64, 128], "stem_width": 16}, "relation": {"k": 8}}``.
 
     Returns:
-        An :class:`~asczoo.model.AscModel`: ``(B, N, 3, F, T) -> (B, num_classes)`` logits.
+        An :class:`~asczoo.models.model.AscModel`: ``(B, N, 3, F, T) -> (B, num_classes)`` logits.
     """
     if isinstance(name, str) and name.startswith("hf-hub:"):
         if init_from is not None or overrides:
             raise ValueError("create_model('hf-hub:...'): init_from and overrides apply to registry names only")
-        from asczoo.hub import from_pretrained
+        from asczoo.hub.files import from_pretrained
 
         model = from_pretrained(name)
         if num_classes is not None and num_classes != model.num_classes:
@@ -107,7 +108,7 @@ def create_model(
     if init_from is not None:
         initialise_from(model, init_from)
     if pretrained:
-        from asczoo.hub import load_registry_weights
+        from asczoo.hub.files import load_registry_weights
 
         load_registry_weights(model, weights[tag], name=f"{arch}.{tag}")
     return model
@@ -115,7 +116,7 @@ def create_model(
 
 def build_model(recipe: Mapping[str, Any], *, name: str, tag: str | None = None) -> AscModel:
     """Assemble an :class:`AscModel` from a validated recipe."""
-    from asczoo.frontend import create_frontend
+    from asczoo.data.frontend import create_frontend
 
     def args_of(section: str) -> tuple[str, dict[str, Any]]:
         spec = dict(recipe[section])

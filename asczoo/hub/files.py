@@ -5,7 +5,7 @@ holds::
 
     model.safetensors      the state dict (weights, batch-norm statistics, normalisation buffers)
     config.json            everything else needed to rebuild the model (see below)
-    README.md              the model card (:mod:`asczoo.model_card`), YAML front matter included
+    README.md              the model card (:mod:`asczoo.hub.card`), YAML front matter included
     confusion_matrix.png   when training produced one
 
 ``config.json`` holds the asczoo version and format, the model name and tag, the resolved recipe, the
@@ -90,12 +90,12 @@ def save_pretrained(
     """Write ``model`` as a model folder (see the module docstring); returns the folder.
 
     Args:
-        model: an :class:`~asczoo.model.AscModel`.
+        model: an :class:`~asczoo.models.model.AscModel`.
         save_directory: created if needed; files of these names are replaced, others are left alone.
         metrics: evaluation metrics for ``config.json`` (default: ``model.metrics``); the ones
             derived from ``report`` fill in what they do not give.
         report: the evaluation report (a mapping or a ``report.json`` path), see
-            :mod:`asczoo.model_card` for the keys read; it fills the card's results section.
+            :mod:`asczoo.hub.card` for the keys read; it fills the card's results section.
         confusion_matrix: a PNG image, copied as ``confusion_matrix.png`` and shown in the card.
         training: how the model was trained (training recipe, dataset, epochs, ...), for
             ``config.json`` and the card.
@@ -106,7 +106,7 @@ def save_pretrained(
     one), the weights first and the card last.
     """
     from asczoo.atomic import atomic_save_safetensors, atomic_write, atomic_write_text
-    from asczoo.model_card import render_model_card
+    from asczoo.hub.card import render_model_card
 
     directory = Path(save_directory)
     if directory.exists() and not directory.is_dir():
@@ -143,7 +143,7 @@ def model_config(
     training: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` mapping of ``model``: ``model.config`` plus format, statistics, provenance."""
-    from asczoo.model_card import metrics_from_report
+    from asczoo.hub.card import metrics_from_report
 
     config = {"asczoo_format": FORMAT_VERSION, **model.config}
     config["metrics"] = dict(metrics) if metrics is not None else dict(config.get("metrics") or {})
@@ -180,7 +180,8 @@ def _plugin_provenance(recipe: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     Informational only (nothing here is ever imported); on loading, it lets the error for a missing
     part say which package to install.
     """
-    from asczoo import plugins, recipes
+    from asczoo import plugins
+    from asczoo.recipes import model_recipes as recipes
 
     dists = {}
     for ep in metadata.entry_points(group=plugins.ENTRY_POINT_GROUP):
@@ -450,8 +451,8 @@ def build_from_config(config: Mapping[str, Any], *, label: str) -> Any:
     package that provided it when the model was saved.
     """
     from asczoo import plugins
-    from asczoo.factory import build_model
-    from asczoo.recipes import SECTIONS, UnavailablePart, validate_recipe
+    from asczoo.models.factory import build_model
+    from asczoo.recipes.model_recipes import SECTIONS, UnavailablePart, validate_recipe
 
     where = f"{label}: {CONFIG_NAME}"
     recipe = copy.deepcopy(config["recipe"])
@@ -484,7 +485,8 @@ def build_from_config(config: Mapping[str, Any], *, label: str) -> Any:
 
 def _install_hint(config: Mapping[str, Any]) -> str:
     """Which packages the saved model's parts came from, as an install hint (text only)."""
-    from asczoo import plugins, recipes
+    from asczoo import plugins
+    from asczoo.recipes import model_recipes as recipes
 
     hints = []
     for section, info in sorted((config.get("plugins") or {}).items()):
@@ -599,8 +601,8 @@ def load_registry_weights(model, weights: Mapping[str, Any], *, name: str, **dow
 def load_model(spec: str | os.PathLike, *, revision: str | None = None, device=None):
     """A trained model from what a user types: a folder, ``hf-hub:org/name``, ``org/name`` or a
     registry ``arch[.tag]`` with published weights (the CLI's ``MODEL`` argument)."""
-    from asczoo import recipes
-    from asczoo.factory import create_model
+    from asczoo.recipes import model_recipes as recipes
+    from asczoo.models.factory import create_model
 
     text = os.fspath(spec)
     if os.path.exists(text) or text.startswith(HF_PREFIX) or "/" in text or os.sep in text:

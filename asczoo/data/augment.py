@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from asczoo import plugins
-from asczoo.arguments import check_arguments
+from asczoo.recipes.schema import check_arguments
 
 Augmentation = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import torch
 
 from asczoo import plugins
-from asczoo.arguments import check_arguments
+from asczoo.recipes.schema import check_arguments
 from asczoo.interfaces import Frontend
 
 DEFAULT_FRONTEND = "dcase-logmel"

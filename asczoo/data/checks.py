@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from asczoo.audio import AudioError, audio_info, read_audio
+from asczoo.data.audio import AudioError, audio_info, read_audio
 
 ERROR, WARNING = "error", "warning"
 
@@ -243,8 +243,8 @@ def check_dataset(
     **options: Any,
 ) -> Report:
     """Check the listing of every split and every listed audio file of dataset ``name`` at ``root``."""
-    from asczoo.datasets import SPLITS, create_dataset  # local: datasets imports this module
-    from asczoo.frontend import resolve_frontend
+    from asczoo.data.datasets import SPLITS, create_dataset  # local: datasets imports this module
+    from asczoo.data.frontend import resolve_frontend
 
     fe = resolve_frontend(frontend)
     report = Report()
@@ -270,7 +270,7 @@ def check_dataset(
 
 def check_files(files: dict[str, str], frontend: Any, *, workers: int = 0, progress: bool = True) -> list[Problem]:
     """Run :func:`check_audio` on ``{shown name: path}`` with a progress bar, in parallel if asked."""
-    from asczoo.feature_cache import ordered_map  # local: feature_cache imports this module
+    from asczoo.data.feature_cache import ordered_map  # local: feature_cache imports this module
 
     jobs = [(shown, path, frontend.sample_rate, _clip_seconds(frontend)) for shown, path in sorted(files.items())]
     problems: list[Problem] = []

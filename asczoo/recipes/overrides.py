@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from asczoo.arguments import RecipeError
+from asczoo.recipes.schema import RecipeError
 
 
 def parse_override(item: str) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def parse_override(item: str) -> dict[str, Any]:
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """Several ``--set`` items merged into one nested mapping (later items win)."""
-    from asczoo.recipes import deep_merge
+    from asczoo.recipes.model_recipes import deep_merge
 
     merged: dict[str, Any] = {}
     for item in items:

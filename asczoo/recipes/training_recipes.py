@@ -32,7 +32,7 @@ Stages are a list, but a mapping merged into it addresses its items by index or 
 line ``--set stages.1.epochs=3`` / ``--set stages.stage2.epochs=3`` (indices count from 0).
 
 Every section is checked when the file is read: unknown keys, wrong types and impossible values are
-refused with a :class:`~asczoo.arguments.RecipeError` that names the file, the recipe and the key in the
+refused with a :class:`~asczoo.recipes.schema.RecipeError` that names the file, the recipe and the key in the
 dotted form ``--set`` uses (``stages.1.optimizer.lr``). Models, datasets and augmentations must be
 known to a loaded plugin (for a plugin's own file, a recipe whose parts are missing is only marked
 unavailable, as with model recipes).
@@ -53,8 +53,8 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from asczoo import plugins
-from asczoo.recipes import read_recipe_file
-from asczoo.arguments import RecipeError, check_arguments
+from asczoo.recipes.model_recipes import read_recipe_file
+from asczoo.recipes.schema import RecipeError, check_arguments
 
 RECIPE_KEYS = {"description", "extends", "paper", "notes", "data", "seed", "engine", "stages"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -75,7 +75,7 @@ def data_section(
 ) -> None:
     """``data``: the dataset plugin, its root (``--data`` wins), fold, feature-cache folder (default
     ``ROOT/.asczoo-cache``), options for the plugin, and ``synth`` (options of
-    :func:`asczoo.synth.synthesize`: a dataset written into the root when it has none yet)."""
+    :func:`asczoo.data.synth.synthesize`: a dataset written into the root when it has none yet)."""
 
 
 def engine_section(
@@ -207,7 +207,7 @@ def _list_index(items: list, key: Any, path: str) -> int:
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
     """``--set`` items (``stages.1.epochs=3``) -> a nested mapping for :func:`merge`."""
-    from asczoo.overrides import parse_override
+    from asczoo.recipes.overrides import parse_override
 
     merged: dict[str, Any] = {}
     for item in items:
@@ -361,7 +361,7 @@ def _augmentation(spec: Any, where: str, check_parts: bool) -> dict[str, Any]:
 
 
 def _check_parts(recipe: dict[str, Any], where: str) -> None:
-    from asczoo.factory import model_recipe
+    from asczoo.models.factory import model_recipe
 
     try:
         plugins.get_part("dataset", recipe["data"]["dataset"])

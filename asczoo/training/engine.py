@@ -626,8 +626,8 @@ def fit(
     """
     from tqdm.auto import tqdm
 
-    from asczoo.augment import create_augmentations, one_hot
-    from asczoo.checkpoint import Checkpointer, set_rng_state
+    from asczoo.data.augment import create_augmentations, one_hot
+    from asczoo.training.checkpoint import Checkpointer, set_rng_state
 
     module = model.to(runtime.device)
     if runtime.channels_last:
@@ -793,6 +793,6 @@ def fit(
 
 
 def _rng() -> dict[str, Any]:
-    from asczoo.checkpoint import rng_state
+    from asczoo.training.checkpoint import rng_state
 
     return rng_state()

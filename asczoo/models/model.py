@@ -174,17 +174,17 @@ class AscModel(nn.Module):
             "total": count(self),
         }
 
-    # -- Hub and inference (implemented in asczoo.hub / asczoo.inference) ---------------------------
+    # -- Hub and inference (implemented in asczoo.hub.files / asczoo.inference) ---------------------------
 
     def save_pretrained(self, save_directory, **kwargs):
         """Write ``model.safetensors``, ``config.json`` and a model card ``README.md``."""
-        from asczoo.hub import save_pretrained
+        from asczoo.hub.files import save_pretrained
 
         return save_pretrained(self, save_directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload this model to the Hugging Face Hub in one commit."""
-        from asczoo.hub import push_to_hub
+        from asczoo.hub.files import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
 

@@ -8,8 +8,8 @@ Splits: ``train``, ``evaluate`` (labelled), ``test`` (the evaluation files witho
 (every file the dataset knows, labelled where it can be; feature extraction and ``check-data`` use it).
 
 Without ``cache_dir`` features are computed from the audio on every access; with it they are read
-from the feature cache (:mod:`asczoo.feature_cache`), which is built first if it does not cover the
-dataset's files yet. Bad inputs (:mod:`asczoo.data_checks`) raise :class:`DataError` by default;
+from the feature cache (:mod:`asczoo.data.feature_cache`), which is built first if it does not cover the
+dataset's files yet. Bad inputs (:mod:`asczoo.data.checks`) raise :class:`DataError` by default;
 ``skip_bad=True`` leaves them out and lists them in ``dataset.skipped``. Without a cache that means
 reading every file once when the dataset is first used, so prefer a cache for large datasets.
 """
@@ -28,10 +28,10 @@ import torch
 from torch.utils.data import Dataset
 
 from asczoo import plugins
-from asczoo.arguments import check_arguments
-from asczoo.audio import is_audio_file
-from asczoo.data_checks import DataError, Problem, check_audio, check_listing, raise_if_errors
-from asczoo.frontend import resolve_frontend
+from asczoo.recipes.schema import check_arguments
+from asczoo.data.audio import is_audio_file
+from asczoo.data.checks import DataError, Problem, check_audio, check_listing, raise_if_errors
+from asczoo.data.frontend import resolve_frontend
 from asczoo.interfaces import Frontend
 
 SPLITS = ("train", "evaluate", "test", "all")
@@ -98,7 +98,7 @@ class ClipDataset(Dataset):
 
     Attributes: ``classes`` (list of class names, index = label), ``files`` (paths relative to
     ``root``, as listed), ``labels``, ``identifiers``, ``root``, ``split``, ``frontend`` and
-    ``skipped`` (the :class:`~asczoo.data_checks.Problem` list of files left out with ``skip_bad``).
+    ``skipped`` (the :class:`~asczoo.data.checks.Problem` list of files left out with ``skip_bad``).
     ``entries`` are the clips as listed, before any audio was read.
     """
 
@@ -143,7 +143,7 @@ class ClipDataset(Dataset):
         self._clips: list[Clip] | None = None
         self._store = None
         if self.cache_dir is not None:
-            from asczoo import feature_cache  # local: feature_cache builds datasets
+            from asczoo.data import feature_cache  # local: feature_cache builds datasets
 
             self._store, self._clips, bad = feature_cache.attach(self)
             self.skipped.extend(bad)
@@ -169,7 +169,7 @@ class ClipDataset(Dataset):
         return [c.identifier for c in self.clips]
 
     def _scan(self) -> list[Clip]:
-        from asczoo.data_checks import check_files
+        from asczoo.data.checks import check_files
 
         found = check_files({c.file: c.path for c in self.entries}, self.frontend, progress=False)
         bad = {p.path for p in found if p.severity == "error"}
@@ -200,7 +200,7 @@ class ClipDataset(Dataset):
         """``(mean, std)``, each ``(3, n_mels)``: the training split's statistics from the feature cache."""
         if self._store is None:
             raise ValueError(f"dataset {self.name!r} has no feature cache; pass cache_dir=..., or use "
-                             "asczoo.feature_cache.compute_normalization(dataset)")
+                             "asczoo.data.feature_cache.compute_normalization(dataset)")
         return self._store.normalization()
 
     def __repr__(self) -> str:

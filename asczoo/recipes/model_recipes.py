@@ -36,7 +36,7 @@ from typing import Any, Mapping
 import yaml
 
 from asczoo import plugins
-from asczoo.arguments import RecipeError, check_arguments
+from asczoo.recipes.schema import RecipeError, check_arguments
 from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_PATTERN
 
 SECTIONS = ("backbone", "inflator", "relation", "head", "frontend")
@@ -364,7 +364,7 @@ def register_recipes(source: str | os.PathLike | Mapping[str, Any]) -> list[str]
     """Add recipes from a YAML file (or a mapping laid out like one); returns the names added.
 
     The recipes are validated at once, strictly: an unknown plugin, key or wrong type raises
-    :class:`~asczoo.arguments.RecipeError` naming the file, the recipe and the key.
+    :class:`~asczoo.recipes.schema.RecipeError` naming the file, the recipe and the key.
     """
     with _LOCK:
         names = registry().add_source(source, owner="register_recipes()", strict=True)

@@ -22,7 +22,7 @@ Layout of a cache directory (default ``ROOT/.asczoo-cache``)::
 
 Every file is written atomically (:mod:`asczoo.atomic`), shards as soon as they are complete. An
 interrupted extraction leaves complete shards and no manifest: it does not look finished, and running
-it again recomputes only the missing shards. With bad input (:mod:`asczoo.data_checks`) extraction
+it again recomputes only the missing shards. With bad input (:mod:`asczoo.data.checks`) extraction
 fails by default after looking at every file, listing them all, and writes no manifest; with
 ``skip_bad`` it leaves the bad files out and records them.
 """
@@ -40,8 +40,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from asczoo.atomic import atomic_save_safetensors, atomic_write_text
-from asczoo.data_checks import ERROR, DataError, Problem, Report, check_audio, raise_if_errors
-from asczoo.frontend import config_key, resolve_frontend
+from asczoo.data.checks import ERROR, DataError, Problem, Report, check_audio, raise_if_errors
+from asczoo.data.frontend import config_key, resolve_frontend
 from asczoo.interfaces import Frontend
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
@@ -166,7 +166,7 @@ def extract(
     ``options`` go to the dataset plugin. Returns a :class:`CacheInfo`; raises :class:`DataError`
     listing every bad input unless ``skip_bad``.
     """
-    from asczoo.datasets import create_dataset
+    from asczoo.data.datasets import create_dataset
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -349,7 +349,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def attach(dataset: Any) -> tuple[FeatureStore, list[Any], list[Problem]]:
-    """Connect a :class:`~asczoo.datasets.ClipDataset` to its cache, extracting first if needed.
+    """Connect a :class:`~asczoo.data.datasets.ClipDataset` to its cache, extracting first if needed.
 
     Returns the store, the clips to serve and the problems of the clips left out. The cache counts as
     covering the dataset only if a manifest of the same dataset identity has every listed file with an

@@ -34,7 +34,7 @@ class Evaluation:
     loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The report mapping (the keys the model card reads: see :mod:`asczoo.model_card`)."""
+        """The report mapping (the keys the model card reads: see :mod:`asczoo.hub.card`)."""
         return {
             "model": self.model, "dataset": self.dataset, "split": self.split, "num_clips": self.clips,
             "accuracy": self.accuracy, "loss": self.loss, "classes": list(self.classes),
@@ -64,7 +64,7 @@ class Evaluation:
 def resolve_model(model_or_dir: Any, *, stage: str | None = None) -> tuple[Any, dict[str, Any]]:
     """``(model, defaults)`` from a model, a saved model folder or a run directory; ``defaults`` holds
     the dataset, fold, data root and cache the model was trained with, when known."""
-    from asczoo.hub import from_pretrained
+    from asczoo.hub.files import from_pretrained
 
     if isinstance(model_or_dir, torch.nn.Module):
         return model_or_dir, {}
@@ -112,7 +112,7 @@ def evaluate(
     """Accuracy, per-class accuracy and confusion matrix of a model on a labelled split.
 
     Args:
-        model_or_dir: an :class:`~asczoo.model.AscModel`, a saved model folder, or a run directory
+        model_or_dir: an :class:`~asczoo.models.model.AscModel`, a saved model folder, or a run directory
             (``stage`` picks a stage's model instead of the final one).
         data: dataset root (default: the one the run was trained on).
         dataset: dataset plugin (default: the one the model was trained on, else dcase2019-task1a).
@@ -120,8 +120,8 @@ def evaluate(
         cache_dir: feature cache to use (default: the run's, else ``ROOT/.asczoo-cache`` if present,
             else features are computed from the audio).
     """
-    from asczoo.datasets import create_dataset
-    from asczoo.engine import Features, Runtime, evaluate_features
+    from asczoo.data.datasets import create_dataset
+    from asczoo.training.engine import Features, Runtime, evaluate_features
 
     model, defaults = resolve_model(model_or_dir, stage=stage)
     root = data if data is not None else defaults.get("root")
@@ -132,7 +132,7 @@ def evaluate(
     if cache_dir is None:
         cache_dir = defaults.get("cache") if data is None else None
         if cache_dir is None:
-            from asczoo.feature_cache import default_cache_dir
+            from asczoo.data.feature_cache import default_cache_dir
 
             candidate = default_cache_dir(root)
             cache_dir = candidate if candidate.is_dir() else None

@@ -1,0 +1,1 @@
+"""Audio, data checks, clip datasets, the frontend, the feature cache, synthetic data, augmentation."""
