@@ -33,7 +33,7 @@ _EXPORTS = {
     "create_dataset": "asczoo.data.datasets",
     "create_augmentation": "asczoo.data.augment",
     # hub and inference
-    "from_pretrained": "asczoo.hub.files",
+    "from_pretrained": "asczoo.models.pretrained",
     # training
     "train": "asczoo.training.runs",
     "evaluate": "asczoo.training.evaluation",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-import re
 import threading
 import traceback
 import warnings
@@ -25,6 +24,7 @@ from typing import Any, Callable
 import pluggy
 
 from asczoo import hookspecs
+from asczoo.names import NAME_RE
 
 ENTRY_POINT_GROUP = "asczoo"
 
@@ -43,7 +43,6 @@ PART_HOOKS: dict[str, str] = {
 RECIPE_HOOK = "asczoo_register_recipes"
 TRAINING_RECIPE_HOOK = "asczoo_register_training_recipes"
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 class PluginError(RuntimeError):
@@ -196,7 +195,7 @@ class PluginHost:
 
     def _make_register(self, kind: str, owner: str, staged: list[Part]) -> Callable[..., None]:
         def register(name: str, factory: Callable[..., Any], *, description: str | None = None) -> None:
-            if not isinstance(name, str) or not _NAME_RE.match(name):
+            if not isinstance(name, str) or not NAME_RE.match(name):
                 raise PluginError(
                     f"plugin {owner!r} registered {kind} name {name!r}: expected lower-case letters, "
                     "digits, '-' and '_', starting with a letter or digit"
@@ -290,15 +289,20 @@ def reset() -> None:
         _invalidate_dependants()
 
 
+_ON_CHANGE: list[Callable[[], None]] = []
+
+
+def on_change(callback: Callable[[], None]) -> None:
+    """Call ``callback()`` whenever the set of plugins changes (a registry that caches what plugins
+    contributed, such as the recipe registries, drops its cache there)."""
+    with _LOCK:
+        if callback not in _ON_CHANGE:
+            _ON_CHANGE.append(callback)
+
+
 def _invalidate_dependants() -> None:
-    import sys
-
-    from asczoo.recipes import model_recipes as recipes  # local: recipes depends on this module
-
-    recipes.invalidate()
-    training = sys.modules.get("asczoo.recipes.training_recipes")  # only if loaded; it caches recipes too
-    if training is not None and hasattr(training, "invalidate"):
-        training.invalidate()
+    for callback in list(_ON_CHANGE):
+        callback()
 
 
 def get_part(kind: str, name: str) -> Part:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from asczoo.cli import main as cli
-from asczoo.data.checks import ERROR, WARNING, DataError, check_audio, check_dataset
+from asczoo.data.checks import ERROR, WARNING, DataError, check_audio
+from asczoo.data.dataset_check import check_dataset
 from asczoo.data.feature_cache import extract
 from data_fixtures import TINY_FRONTEND, make_dcase_tree, one_thread, write_clip  # noqa: F401
 

@@ -224,3 +224,20 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with atomic_write(tmp_path / "z", "a"):
             pass
+
+
+def test_a_clip_dataset_never_extracts_create_dataset_does(root, tmp_path):
+    """Constructing a dataset reads no audio and writes no cache; the host's create_dataset extracts."""
+    from asczoo.data.frontend import create_frontend
+    from asczoo.plugins import get_part
+
+    cache = tmp_path / "cache"
+    factory = get_part("dataset", NAME).factory
+    direct = factory(str(root), split="evaluate", fold=1, frontend=create_frontend(**TINY_FRONTEND),
+                     cache_dir=str(cache))
+    assert direct.needs_extraction and not cache.exists()
+    with pytest.raises(DataError, match="no complete extraction covers"):
+        direct[0]
+    opened = asczoo.create_dataset(NAME, root, split="evaluate", frontend=TINY_FRONTEND, cache_dir=cache)
+    assert not opened.needs_extraction and len(manifests(cache)) == 1
+    assert direct.attach_cache() and len(direct) == len(opened) == 6

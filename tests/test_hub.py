@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 import asczoo
 from asczoo.hub import files as hub
+from asczoo.training.publish import find_run_files
 from asczoo.recipes.model_recipes import RecipeError
 from asczoo.testing import TINY_OVERRIDES
 from data_fixtures import one_thread  # noqa: F401 - fixture
@@ -445,7 +446,7 @@ def test_publish_refuses_runs_without_a_safetensors_model(tmp_path, monkeypatch)
     assert main(["publish", str(run), "--repo", "org/x"]) == 2
     assert fake.calls == [] and not (tmp_path / "pwned").exists()
     with pytest.raises(FileNotFoundError, match=r"no saved model .*only last\.pt, which asczoo never loads"):
-        hub.find_run_files(run)
+        find_run_files(run)
 
 
 def test_upload_failure_is_one_clear_line(tmp_path, monkeypatch, capsys):

@@ -73,7 +73,7 @@ def test_two_stage_run_writes_every_output_and_stage2_starts_from_stage1(scenes,
     from safetensors.torch import load_file
 
     from asczoo.cli import main
-    from asczoo.hub.files import from_pretrained
+    from asczoo.models.pretrained import from_pretrained
 
     run = tmp_path / "run"
     snapshot = Snapshot()

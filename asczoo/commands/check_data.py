@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from asczoo.atomic import atomic_write_text
-    from asczoo.data.checks import check_dataset
+    from asczoo.data.dataset_check import check_dataset
 
     data = data_arguments(args)
     report = check_dataset(args.dataset, args.root, fold=data["fold"], frontend=data["frontend"],

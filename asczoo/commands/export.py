@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from asczoo.export import export_onnx
-    from asczoo.hub.files import load_model
+    from asczoo.models.factory import load_model
 
     model = load_model(args.model, revision=args.revision, device="cpu")
     result = export_onnx(model, args.output, opset=args.opset, dynamic_batch=not args.static_batch,

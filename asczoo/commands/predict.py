@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import torch
 
-    from asczoo.hub.files import load_model
+    from asczoo.models.factory import load_model
     from asczoo.inference import (
         collect_audio_files, default_scores_path, format_submission, predict_files, write_scores, write_submission,
     )

@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from asczoo.hub.files import publish_run
+    from asczoo.training.publish import publish_run
 
     result = publish_run(
         args.run_dir, args.repo, private=args.private or None, revision=args.revision,

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from asczoo.training.evaluation import evaluate
-    from asczoo.hub.files import from_pretrained
+    from asczoo.models.pretrained import from_pretrained
     from asczoo.training.runs import train
 
     began = time.perf_counter()

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from asczoo.data._parallel import ordered_map
 from asczoo.data.audio import AudioError, audio_info, read_audio
 
 ERROR, WARNING = "error", "warning"
@@ -230,48 +231,9 @@ def _strip_path(message: str, path: str) -> str:
     return message[len(path) + 2:] if message.startswith(path + ": ") else message
 
 
-# -- the whole dataset ---------------------------------------------------------------------------------
-
-def check_dataset(
-    name: str,
-    root: str,
-    *,
-    fold: int | None = 1,
-    frontend: Any = None,
-    workers: int = 0,
-    progress: bool = True,
-    **options: Any,
-) -> Report:
-    """Check the listing of every split and every listed audio file of dataset ``name`` at ``root``."""
-    from asczoo.data.datasets import SPLITS, create_dataset  # local: datasets imports this module
-    from asczoo.data.frontend import resolve_frontend
-
-    fe = resolve_frontend(frontend)
-    report = Report()
-    files: dict[str, str] = {}
-    per_split: dict[str, list[str]] = {}
-    for split in SPLITS:
-        try:
-            ds = create_dataset(name, root, split=split, fold=fold, frontend=fe, skip_bad=True, **options)
-        except DataError as exc:
-            report.add(exc.problems or [Problem(str(root), "missing-setup", str(exc))])
-            continue
-        report.add(ds.skipped)
-        listing = ds.entries  # as listed, before any audio was read
-        per_split[split] = [clip.file for clip in listing]
-        for clip in listing:
-            files.setdefault(clip.file, clip.path)
-    if "train" in per_split and "evaluate" in per_split:
-        report.add(split_overlap(per_split["train"], per_split["evaluate"], source=f"fold {fold}"))
-    report.add(check_files(files, fe, workers=workers, progress=progress))
-    report.files_checked = len(files) + len([p for p in report.problems if p.kind == "missing"])
-    return report
-
 
 def check_files(files: dict[str, str], frontend: Any, *, workers: int = 0, progress: bool = True) -> list[Problem]:
     """Run :func:`check_audio` on ``{shown name: path}`` with a progress bar, in parallel if asked."""
-    from asczoo.data.feature_cache import ordered_map  # local: feature_cache imports this module
-
     jobs = [(shown, path, frontend.sample_rate, _clip_seconds(frontend)) for shown, path in sorted(files.items())]
     problems: list[Problem] = []
     for found in ordered_map(_check_job, jobs, workers=workers, progress=progress, desc="check"):

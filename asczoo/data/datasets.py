@@ -27,16 +27,12 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from asczoo import plugins
-from asczoo.recipes.schema import check_arguments
+from asczoo.data import feature_cache
+from asczoo.data._lookup import HOST_ARGUMENTS, SPLITS, construct_dataset  # noqa: F401 - re-exported
 from asczoo.data.audio import is_audio_file
-from asczoo.data.checks import DataError, Problem, check_audio, check_listing, raise_if_errors
+from asczoo.data.checks import DataError, Problem, check_audio, check_files, check_listing, raise_if_errors
 from asczoo.data.frontend import resolve_frontend
 from asczoo.interfaces import Frontend
-
-SPLITS = ("train", "evaluate", "test", "all")
-#: arguments every dataset factory receives from :func:`create_dataset` itself
-HOST_ARGUMENTS = ("root", "split", "fold", "frontend", "cache_dir")
 
 #: column names accepted for the file, label and recording-location columns of a table
 FILE_COLUMNS = ("filename", "file", "path", "audio", "file_name")
@@ -69,12 +65,15 @@ def create_dataset(
     config or None (``dcase-logmel`` defaults). ``cache_dir``: read features from a feature cache there.
     ``options`` go to the plugin (checked against its signature), e.g. ``skip_bad=True``.
     """
-    if split not in SPLITS:
-        raise ValueError(f"dataset {name!r}: split {split!r} is not one of {', '.join(SPLITS)}")
-    part = plugins.get_part("dataset", name)
-    check_arguments(part.factory, options, where=f"dataset {name!r}", supplied_by_host=HOST_ARGUMENTS)
-    return part.factory(str(root), split=split, fold=fold, frontend=resolve_frontend(frontend),
-                        cache_dir=None if cache_dir is None else str(cache_dir), **options)
+    dataset = construct_dataset(name, root, split=split, fold=fold, frontend=resolve_frontend(frontend),
+                                cache_dir=cache_dir, options=options)
+    if getattr(dataset, "needs_extraction", False):  # no complete cache covers its files yet: build it
+        identity = dataset.identity
+        feature_cache.extract(dataset.name, dataset.root, fold=identity.get("fold"), frontend=dataset.frontend,
+                              cache_dir=dataset.cache_dir, skip_bad=dataset.skip_bad, progress=False,
+                              **dict(identity.get("options", {})))
+        dataset.attach_cache()
+    return dataset
 
 
 # -- clips and the dataset -----------------------------------------------------------------------------
@@ -142,16 +141,34 @@ class ClipDataset(Dataset):
         ]
         self._clips: list[Clip] | None = None
         self._store = None
-        if self.cache_dir is not None:
-            from asczoo.data import feature_cache  # local: feature_cache builds datasets
+        #: True while ``cache_dir`` is set but no complete cache covers the listed files (a dataset
+        #: never extracts; :func:`create_dataset` extracts, then calls :meth:`attach_cache`)
+        self.needs_extraction = self.cache_dir is not None and not self.attach_cache(required=False)
 
-            self._store, self._clips, bad = feature_cache.attach(self)
-            self.skipped.extend(bad)
+    def attach_cache(self, *, required: bool = True) -> bool:
+        """Serve features from the complete cache in ``cache_dir`` that covers the listed files.
+
+        Returns False when there is none (``required=False``) or raises :class:`DataError` naming the
+        cache (``required=True``).
+        """
+        found = feature_cache.attach(self)
+        if found is None:
+            if required:
+                raise DataError(f"feature cache {self.cache_dir}: dataset {self.name!r} ({self.split}) lists files "
+                                "that no complete extraction covers (its 'all' split must list them; open the "
+                                "dataset with asczoo.create_dataset or run `asczoo extract` first)")
+            return False
+        self._store, self._clips, bad = found
+        self.skipped.extend(bad)
+        self.needs_extraction = False
+        return True
 
     # -- the file list, after audio checks ---------------------------------------------------------
 
     @property
     def clips(self) -> list[Clip]:
+        if self.needs_extraction:
+            self.attach_cache()  # built meanwhile, or a DataError that says what to run
         if self._clips is None:
             self._clips = self._scan() if self.skip_bad else list(self.entries)
         return self._clips
@@ -169,8 +186,6 @@ class ClipDataset(Dataset):
         return [c.identifier for c in self.clips]
 
     def _scan(self) -> list[Clip]:
-        from asczoo.data.checks import check_files
-
         found = check_files({c.file: c.path for c in self.entries}, self.frontend, progress=False)
         bad = {p.path for p in found if p.severity == "error"}
         self.skipped.extend(p for p in found if p.path in bad)

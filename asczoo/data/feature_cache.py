@@ -34,12 +34,13 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from asczoo.atomic import atomic_save_safetensors, atomic_write_text
+from asczoo.data._lookup import construct_dataset
+from asczoo.data._parallel import ordered_map
 from asczoo.data.checks import ERROR, DataError, Problem, Report, check_audio, raise_if_errors
 from asczoo.data.frontend import config_key, resolve_frontend
 from asczoo.interfaces import Frontend
@@ -95,43 +96,6 @@ class CacheInfo:
 
 # -- parallel map with a progress bar --------------------------------------------------------------------
 
-class _Jobs(Dataset):
-    def __init__(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> None:
-        self.fn, self.jobs = fn, jobs
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.fn(self.jobs[i])
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)
-
-
-def ordered_map(fn: Callable[[Any], Any], jobs: Sequence[Any], *, workers: int = 0, progress: bool = True,
-                desc: str = "", total: int | None = None, initial: int = 0, unit: str = "file") -> Iterator[Any]:
-    """``fn(job)`` for each job, in order, in ``workers`` processes (0: this one), with a tqdm bar."""
-    from tqdm.auto import tqdm
-
-    if workers > 0 and len(jobs) > 1:
-        results: Iterable[Any] = DataLoader(
-            _Jobs(fn, jobs), batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
-            worker_init_fn=_one_thread,
-        )
-    else:
-        results = (fn(job) for job in jobs)
-    with tqdm(total=total if total is not None else initial + len(jobs), initial=initial, desc=desc, unit=unit,
-              disable=not progress, dynamic_ncols=True, mininterval=0.5) as bar:
-        for result in results:
-            yield result
-            bar.update(1)
-
 
 # -- extraction ------------------------------------------------------------------------------------------
 
@@ -166,8 +130,6 @@ def extract(
     ``options`` go to the dataset plugin. Returns a :class:`CacheInfo`; raises :class:`DataError`
     listing every bad input unless ``skip_bad``.
     """
-    from asczoo.data.datasets import create_dataset
-
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if shard_size < 1:
@@ -175,9 +137,12 @@ def extract(
     fe = resolve_frontend(frontend)
     root = Path(root).resolve()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
-    listing = create_dataset(dataset, root, split="all", fold=fold, frontend=fe, skip_bad=True, **options)
-    splits = {split: create_dataset(dataset, root, split=split, fold=fold, frontend=fe, skip_bad=True, **options)
-              for split in ("train", "evaluate", "test")}
+    def listed(split: str) -> Any:  # the file list only: these datasets have no cache to attach
+        return construct_dataset(dataset, root, split=split, fold=fold, frontend=fe, cache_dir=None,
+                                 options={**options, "skip_bad": True})
+
+    listing = listed("all")
+    splits = {split: listed(split) for split in ("train", "evaluate", "test")}
     train = splits["train"]
     listed = Report()  # listing problems of every list, each reported once
     for ds in (listing, *splits.values()):
@@ -348,12 +313,13 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     return manifest if manifest.get("format") == FORMAT else None
 
 
-def attach(dataset: Any) -> tuple[FeatureStore, list[Any], list[Problem]]:
-    """Connect a :class:`~asczoo.data.datasets.ClipDataset` to its cache, extracting first if needed.
+def attach(dataset: Any) -> tuple[FeatureStore, list[Any], list[Problem]] | None:
+    """Connect a :class:`~asczoo.data.datasets.ClipDataset` to a complete cache; None if none covers it.
 
     Returns the store, the clips to serve and the problems of the clips left out. The cache counts as
     covering the dataset only if a manifest of the same dataset identity has every listed file with an
-    unchanged fingerprint (or records it as bad with an unchanged fingerprint).
+    unchanged fingerprint (or records it as bad with an unchanged fingerprint). Nothing is extracted
+    here: :func:`asczoo.data.datasets.create_dataset` extracts first when this returns None.
     """
     cache = Path(dataset.cache_dir)
     key = _dataset_key(dataset.identity)
@@ -373,14 +339,7 @@ def attach(dataset: Any) -> tuple[FeatureStore, list[Any], list[Problem]]:
 
     found = find()
     if found is None:
-        identity = dataset.identity
-        options = dict(identity.get("options", {}))
-        extract(dataset.name, dataset.root, fold=identity.get("fold"), frontend=dataset.frontend,
-                cache_dir=cache, skip_bad=dataset.skip_bad, progress=False, **options)
-        found = find()
-        if found is None:
-            raise DataError(f"feature cache {cache}: dataset {dataset.name!r} ({dataset.split}) lists files that its "
-                            f"'all' split does not, so extraction cannot cover them")
+        return None
     config_dir, manifest = found
     bad = [Problem.from_dict(p) for f in current if f in manifest["skipped"] for p in manifest["skipped"][f]["problems"]]
     if not dataset.skip_bad:

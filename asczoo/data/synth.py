@@ -260,7 +260,7 @@ def synthesize(
     into a non-empty directory that is not an earlier synthetic dataset unless ``overwrite``.
     """
     from asczoo.data.datasets import location_split
-    from asczoo.data.feature_cache import ordered_map
+    from asczoo.data._parallel import ordered_map
 
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")

@@ -24,12 +24,10 @@ branch or tag names or commit hashes; the registry pins commits.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 from importlib import metadata
@@ -39,6 +37,7 @@ from typing import Any, Mapping
 import torch
 
 from asczoo import __version__
+from asczoo.names import FOLDER, HF_PREFIX, HUB, REPO_ID_RE, parse_model_name
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -49,20 +48,12 @@ REPORT_NAME = "report.json"
 FORMAT_VERSION = 1
 #: weight files that would need unpickling; refused, never opened
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-HF_PREFIX = "hf-hub:"
 
 _CONFIG_KEYS = {
     "asczoo_format", "asczoo_version", "name", "tag", "recipe", "classes", "num_classes", "input_shape",
     "frontend", "metrics", "normalization", "training", "plugins",
 }
 _REQUIRED_KEYS = ("asczoo_format", "name", "recipe", "classes", "frontend")
-#: part options that would make a part fetch or read weights of its own (timm's, for instance);
-#: a saved model's recipe may not turn them on
-_EXTERNAL_WEIGHT_KEYS = {
-    "pretrained", "timm_pretrained", "checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay",
-    "weights", "weights_path",
-}
-_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class UnsafeWeightsError(ValueError):
@@ -233,70 +224,22 @@ class ModelFiles:
     label: str
 
 
-def from_pretrained(
-    source: str | os.PathLike,
-    *,
-    revision: str | None = None,
-    device: str | torch.device | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    token: str | bool | None = None,
-    force_download: bool = False,
-    local_files_only: bool = False,
-):
-    """Load a saved model from a local folder, ``org/name`` or ``hf-hub:org/name[@revision]``.
-
-    A path that exists locally wins over a Hub id. ``revision`` (a branch, tag or commit hash) applies
-    to Hub ids; the download uses the Hugging Face cache (``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``) and the
-    usual token. Loading is strict: missing or unexpected weights, wrong shapes, a frontend or class
-    list that disagrees with the weights are errors. Returns the model in eval mode.
-    """
-    model, _ = load_pretrained(
-        source, revision=revision, device=device, cache_dir=cache_dir, token=token,
-        force_download=force_download, local_files_only=local_files_only,
-    )
-    return model
-
-
-def load_pretrained(source: str | os.PathLike, *, revision: str | None = None, device=None, **download):
-    """Like :func:`from_pretrained`, but returns ``(model, config)`` with the ``config.json`` mapping."""
-    files = resolve_files(source, revision=revision, **download)
-    config = read_config(files.config, label=files.label)
-    model = build_from_config(config, label=files.label)
-    state = read_weights(files.weights, label=files.label)
-    load_state_strict(model, state, label=files.label)
-    _check_normalization(model, config, files.label)
-    model.metrics = copy.deepcopy(config.get("metrics") or {})
-    if device is not None:
-        model.to(device)
-    return model.eval(), config
-
-
 def resolve_files(source: str | os.PathLike, *, revision: str | None = None, **download) -> ModelFiles:
-    """Find (downloading if needed) ``config.json`` and ``model.safetensors`` for ``source``."""
+    """Find (downloading if needed) ``config.json`` and ``model.safetensors`` for ``source``: a folder
+    (``local-dir:PATH`` or a path), ``hf-hub:org/name[@revision]`` or ``org/name``
+    (:func:`asczoo.names.parse_model_name`)."""
     text = os.fspath(source)
-    if isinstance(source, str) and source.startswith(HF_PREFIX):
-        repo_id, revision = _parse_hub_name(source, revision)
-        return _hub_files(repo_id, revision, **download)
-    path = Path(text)
-    if path.exists():
+    parsed = parse_model_name(text, revision)
+    if parsed.kind == HUB:
+        return _hub_files(parsed.name, parsed.revision, **download)
+    path = Path(parsed.name)
+    if parsed.kind == FOLDER and path.exists():
         if revision is not None:
             raise ValueError(f"revision={revision!r} applies to Hub repositories, not to the local path {path}")
         return _local_files(path)
-    if _REPO_ID_RE.match(text) and not text.startswith((".", "/")):
-        return _hub_files(text, revision, **download)
     raise FileNotFoundError(
         f"{text}: no such file or folder, and not a Hub repository id ('org/name' or 'hf-hub:org/name')"
     )
-
-
-def _parse_hub_name(name: str, revision: str | None) -> tuple[str, str | None]:
-    repo_id = name[len(HF_PREFIX):]
-    repo_id, _, pinned = repo_id.partition("@")
-    if not _REPO_ID_RE.match(repo_id):
-        raise ValueError(f"{name!r}: expected 'hf-hub:org/name' or 'hf-hub:org/name@revision'")
-    if pinned and revision is not None and pinned != revision:
-        raise ValueError(f"{name!r} pins revision {pinned!r} but revision={revision!r} was also given")
-    return repo_id, (pinned or revision)
 
 
 def _local_files(path: Path) -> ModelFiles:
@@ -444,80 +387,6 @@ def read_config(path: str | os.PathLike, *, label: str | None = None) -> dict[st
     return config
 
 
-def build_from_config(config: Mapping[str, Any], *, label: str) -> Any:
-    """Assemble the model ``config.json`` describes: validate the recipe strictly, then build it.
-
-    Part names resolve through the plugin registry only; an unknown part is an error that names the
-    package that provided it when the model was saved.
-    """
-    from asczoo import plugins
-    from asczoo.models.factory import build_model
-    from asczoo.recipes.model_recipes import SECTIONS, UnavailablePart, validate_recipe
-
-    where = f"{label}: {CONFIG_NAME}"
-    recipe = copy.deepcopy(config["recipe"])
-    for section in SECTIONS:
-        spec = recipe.get(section)
-        for key in sorted(set(spec) & _EXTERNAL_WEIGHT_KEYS) if isinstance(spec, dict) else ():
-            if spec[key]:
-                raise ModelFormatError(
-                    f"{where}: recipe section {section!r} sets {key!r} = {spec[key]!r}, which would load "
-                    f"weights from outside the model folder; a saved model's weights are its {WEIGHTS_NAME}"
-                )
-    recipe["frontend"] = copy.deepcopy(config["frontend"])  # the exact frontend the weights expect
-    recipe["classes"] = list(config["classes"])
-    recipe["num_classes"] = len(config["classes"])
-    try:
-        recipe = validate_recipe(recipe, where=f"{where}, key 'recipe'")
-        model = build_model(recipe, name=config["name"], tag=config.get("tag"))
-    except (UnavailablePart, plugins.UnknownPartError) as exc:
-        raise UnavailablePart(f"{exc}{_install_hint(config)}") from None
-    if model.frontend_config != config["frontend"]:
-        diff = _differences(config["frontend"], model.frontend_config)
-        raise ModelFormatError(f"{where}: the frontend built here differs from the saved one: {diff}")
-    if "input_shape" in config and list(model.input_shape) != config["input_shape"]:
-        raise ModelFormatError(
-            f"{where}: key 'input_shape' is {config['input_shape']}, but the model built from the recipe "
-            f"takes {list(model.input_shape)}"
-        )
-    return model
-
-
-def _install_hint(config: Mapping[str, Any]) -> str:
-    """Which packages the saved model's parts came from, as an install hint (text only)."""
-    from asczoo import plugins
-    from asczoo.recipes import model_recipes as recipes
-
-    hints = []
-    for section, info in sorted((config.get("plugins") or {}).items()):
-        if section not in recipes.SECTION_KIND or not isinstance(info, dict) or not isinstance(info.get("part"), str):
-            continue
-        kind = recipes.SECTION_KIND[section]
-        try:
-            plugins.get_part(kind, info["part"])
-            continue
-        except (plugins.UnknownPartError, KeyError):
-            pass
-        package, version = info.get("package"), info.get("version")
-        if isinstance(package, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", package):
-            pinned = f"{package}=={version}" if isinstance(version, str) and version else package
-            hints.append(
-                f"{section} part {info['part']!r} came from plugin {info.get('plugin')!r} of the package "
-                f"{package!r}: pip install {pinned!r}"
-            )
-        else:
-            hints.append(f"{section} part {info['part']!r} came from plugin {info.get('plugin')!r}")
-    return (" This model was saved with: " + "; ".join(hints) + ".") if hints else ""
-
-
-def _differences(saved: Mapping[str, Any], built: Mapping[str, Any]) -> str:
-    keys = sorted(set(saved) | set(built))
-    return ", ".join(
-        f"{k}: saved {saved.get(k, '<absent>')!r}, built {built.get(k, '<absent>')!r}"
-        for k in keys if saved.get(k, "<absent>") != built.get(k, "<absent>")
-    )
-
-
 def read_weights(path: str | os.PathLike, *, label: str) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file (nothing else is ever read as weights)."""
     from safetensors import SafetensorError
@@ -530,92 +399,6 @@ def read_weights(path: str | os.PathLike, *, label: str) -> dict[str, torch.Tens
         return load_file(str(path), device="cpu")
     except SafetensorError as exc:
         raise ModelFormatError(f"{label}: {path.name} is not a valid safetensors file ({exc})") from None
-
-
-def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -> None:
-    """``model.load_state_dict(state)``, first checking names and shapes for a message naming them."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
-        for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape)
-    )
-    problems = []
-    for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
-        if items:
-            more = f", ... ({len(items) - 8} more)" if len(items) > 8 else ""
-            problems.append(f"{len(items)} {what}: {', '.join(items[:8])}{more}")
-    if problems:
-        raise ModelFormatError(
-            f"{label}: {WEIGHTS_NAME} does not fit {model.name!r} (strict loading): " + "; ".join(problems)
-        )
-    model.load_state_dict(state, strict=True)
-
-
-def _check_normalization(model, config: Mapping[str, Any], label: str) -> None:
-    norm = config.get("normalization")
-    if not norm:
-        return
-    try:
-        mean = torch.tensor(norm["mean"], dtype=torch.float32)
-        std = torch.tensor(norm["std"], dtype=torch.float32)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFormatError(f"{label}: {CONFIG_NAME}: key 'normalization' must hold 'mean' and 'std' arrays ({exc})") from None
-    if not (mean.shape == model.norm_mean.shape and torch.allclose(mean, model.norm_mean.cpu(), atol=1e-6)
-            and std.shape == model.norm_std.shape and torch.allclose(std, model.norm_std.cpu(), atol=1e-6)):
-        raise ModelFormatError(
-            f"{label}: the normalisation statistics in {CONFIG_NAME} differ from norm_mean/norm_std in "
-            f"{WEIGHTS_NAME}; the folder is inconsistent"
-        )
-
-
-def load_registry_weights(model, weights: Mapping[str, Any], *, name: str, **download) -> None:
-    """Load the published weights the registry pins for ``name`` (``arch.tag``) into ``model``, strictly.
-
-    ``weights`` is the registry's ``{repo_id, revision, ...}`` entry. The published ``config.json``
-    must agree with the model built here: same frontend, same number of classes (the class names are
-    taken from it); then the weights are loaded strictly.
-    """
-    repo_id, revision = weights["repo_id"], weights.get("revision")
-    files = _hub_files(repo_id, revision, **download)
-    label = f"{name} ({files.label})"
-    config = read_config(files.config, label=label)
-    if config["frontend"] != model.frontend_config:
-        raise ModelFormatError(
-            f"{label}: the published weights expect a different frontend: "
-            f"{_differences(config['frontend'], model.frontend_config)}"
-        )
-    if len(config["classes"]) != model.num_classes:
-        raise ModelFormatError(
-            f"{label}: the published weights have {len(config['classes'])} classes, the model built here "
-            f"{model.num_classes}"
-        )
-    load_state_strict(model, read_weights(files.weights, label=label), label=label)
-    _check_normalization(model, config, label)
-    model.classes = list(config["classes"])
-    model.metrics = copy.deepcopy(config.get("metrics") or {})
-    model.eval()
-
-
-def load_model(spec: str | os.PathLike, *, revision: str | None = None, device=None):
-    """A trained model from what a user types: a folder, ``hf-hub:org/name``, ``org/name`` or a
-    registry ``arch[.tag]`` with published weights (the CLI's ``MODEL`` argument)."""
-    from asczoo.recipes import model_recipes as recipes
-    from asczoo.models.factory import create_model
-
-    text = os.fspath(spec)
-    if os.path.exists(text) or text.startswith(HF_PREFIX) or "/" in text or os.sep in text:
-        return from_pretrained(text, revision=revision, device=device)
-    arch, tag = recipes.split_name(text)
-    weights = (recipes.registry().get(arch).resolved or {}).get("weights") or {}
-    if not weights:
-        raise ValueError(
-            f"model {arch!r} has no published weights, so it would predict with random weights; "
-            "give a trained model folder or a Hub id (hf-hub:org/name)"
-        )
-    model = create_model(text, pretrained=True)
-    return model.to(device) if device is not None else model
 
 
 # -- publishing --------------------------------------------------------------------------------------
@@ -659,7 +442,7 @@ def upload_folder(
     """Upload the files of a model folder to ``repo_id`` in one commit (huggingface_hub's ``HfApi``)."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    if not _REPO_ID_RE.match(repo_id):
+    if not REPO_ID_RE.match(repo_id):
         raise ValueError(f"repository id {repo_id!r}: expected 'org/name'")
     folder = Path(folder)
     files = publishable_files(folder)
@@ -689,83 +472,3 @@ def publishable_files(folder: str | os.PathLike) -> list[str]:
     return names
 
 
-@dataclasses.dataclass(frozen=True)
-class RunFiles:
-    """What :func:`find_run_files` found in a training run: the model folder, report and image."""
-
-    model_dir: Path
-    report: Path | None
-    confusion_matrix: Path | None
-
-
-def find_run_files(run_dir: str | os.PathLike) -> RunFiles:
-    """Locate the saved model folder, ``report.json`` and ``confusion_matrix.png`` of a run.
-
-    ``run_dir`` is a model folder itself, or a run directory: its ``model/`` folder (the final model
-    of ``asczoo.train``) or else the one model folder found two levels deep.
-    The report and image are looked for in the model folder, then in its parents up to ``run_dir``
-    (up to the model folder's parent when ``run_dir`` is the model folder).
-    """
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise FileNotFoundError(f"{run}: no such run directory or model folder")
-
-    def is_model(p: Path) -> bool:
-        return (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
-
-    if is_model(run):
-        model_dir = run
-    elif is_model(run / "model"):  # asczoo.train's final model, next to the per-stage ones
-        model_dir = run / "model"
-    else:
-        found = sorted({p.parent for pattern in (f"*/{WEIGHTS_NAME}", f"*/*/{WEIGHTS_NAME}")
-                        for p in run.glob(pattern) if is_model(p.parent)})
-        if not found:
-            pickles = sorted(p.name for p in run.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
-            extra = f" (only {', '.join(pickles[:3])}, which asczoo never loads)" if pickles else ""
-            raise FileNotFoundError(f"{run}: no saved model ({CONFIG_NAME} + {WEIGHTS_NAME}) found{extra}")
-        if len(found) > 1:
-            names = ", ".join(str(p.relative_to(run)) for p in found)
-            raise ValueError(f"{run}: several saved models ({names}); give the one to publish")
-        model_dir = found[0]
-
-    # the report sits next to the model or in a folder between it and the run directory; given a
-    # model folder directly, its parent is the run directory it was saved in
-    top = run if model_dir != run else run.parent
-    folders = [model_dir, *(p for p in model_dir.parents if p == top or top in p.parents)]
-
-    def nearest(name: str) -> Path | None:
-        return next((folder / name for folder in folders if (folder / name).is_file()), None)
-
-    return RunFiles(model_dir, nearest(REPORT_NAME), nearest(CONFUSION_NAME))
-
-
-def publish_run(
-    run_dir: str | os.PathLike,
-    repo_id: str,
-    *,
-    private: bool | None = None,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    token: str | bool | None = None,
-    license: str | None = None,
-    dry_run_dir: str | os.PathLike | None = None,
-):
-    """Publish a training run's model: reload it strictly, write the card from the run's report, and
-    upload weights, config, card and confusion matrix in one commit.
-
-    With ``dry_run_dir``, the folder that would be uploaded is written there and nothing is uploaded;
-    returns that folder's file names. Otherwise returns the ``CommitInfo``.
-    """
-    run = find_run_files(run_dir)
-    model, config = load_pretrained(run.model_dir)
-    save_kwargs = dict(
-        report=run.report, confusion_matrix=run.confusion_matrix, training=config.get("training"), license=license,
-    )
-    if dry_run_dir is not None:
-        save_pretrained(model, dry_run_dir, repo_id=repo_id, **save_kwargs)
-        return publishable_files(dry_run_dir)
-    return push_to_hub(
-        model, repo_id, private=private, revision=revision, commit_message=commit_message, token=token,
-        **save_kwargs,
-    )

@@ -6,21 +6,17 @@ optional ``tag`` selects published weights pinned in that recipe's ``weights`` s
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import os
-from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 from torch import nn
 
-from asczoo import plugins
-from asczoo.recipes import model_recipes as recipes
-from asczoo.recipes.schema import RecipeError
+from asczoo.models.build import DEFAULT_NUM_CLASSES, build_model, initialise_from  # noqa: F401 - re-exported
 from asczoo.models.model import AscModel
-
-DEFAULT_NUM_CLASSES = 10
+from asczoo.models.pretrained import from_pretrained, load_registry_weights
+from asczoo.names import REGISTRY, parse_model_name, split_name
+from asczoo.recipes import model_recipes as recipes
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -41,14 +37,7 @@ def list_pretrained(pattern: str = "*") -> list[str]:
 
 def model_recipe(name: str, *, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The resolved recipe of a registry model (``extends`` applied, ``overrides`` merged, validated)."""
-    arch, _ = recipes.split_name(name)
-    recipe = copy.deepcopy(recipes.registry().get(arch).resolved)
-    if overrides:
-        if not isinstance(overrides, Mapping):
-            raise RecipeError(f"create_model({name!r}): overrides must be a nested mapping, got {type(overrides).__name__}")
-        recipe = recipes.deep_merge(recipe, overrides)
-        recipe = recipes.validate_recipe(recipe, where=f"create_model({name!r}) with overrides")
-    return recipe
+    return recipes.model_recipe(name, overrides=overrides)
 
 
 def create_model(
@@ -79,8 +68,6 @@ def create_model(
     if isinstance(name, str) and name.startswith("hf-hub:"):
         if init_from is not None or overrides:
             raise ValueError("create_model('hf-hub:...'): init_from and overrides apply to registry names only")
-        from asczoo.hub.files import from_pretrained
-
         model = from_pretrained(name)
         if num_classes is not None and num_classes != model.num_classes:
             raise ValueError(
@@ -88,7 +75,7 @@ def create_model(
                 "would need a new head (build the registry model and use init_from instead)"
             )
         return model
-    arch, tag = recipes.split_name(name)
+    arch, tag = split_name(name)
     recipe = model_recipe(name, overrides=overrides)
     weights = recipe.get("weights") or {}
     if tag is not None and tag not in weights:
@@ -108,97 +95,23 @@ def create_model(
     if init_from is not None:
         initialise_from(model, init_from)
     if pretrained:
-        from asczoo.hub.files import load_registry_weights
-
         load_registry_weights(model, weights[tag], name=f"{arch}.{tag}")
     return model
 
 
-def build_model(recipe: Mapping[str, Any], *, name: str, tag: str | None = None) -> AscModel:
-    """Assemble an :class:`AscModel` from a validated recipe."""
-    from asczoo.data.frontend import create_frontend
+def load_model(spec: str | os.PathLike, *, revision: str | None = None, device=None):
+    """A trained model from what a user types: a folder, ``hf-hub:org/name``, ``org/name`` or a
+    registry ``arch[.tag]`` with published weights (the CLI's ``MODEL`` argument)."""
 
-    def args_of(section: str) -> tuple[str, dict[str, Any]]:
-        spec = dict(recipe[section])
-        return spec.pop("plugin"), spec
-
-    frontend = create_frontend(**recipe["frontend"])
-    input_shape = tuple(frontend.output_shape)
-    plugin, args = args_of("backbone")
-    args.setdefault("in_chans", input_shape[1])
-    backbone2d = plugins.get_part("backbone", plugin).factory(**args)
-    plugin, args = args_of("inflator")
-    inflator = plugins.get_part("inflator", plugin).factory(**args)
-    backbone, layout = inflator.inflate(backbone2d)
-
-    relations: dict[str, tuple[nn.Module, str]] = {}
-    if recipe.get("relation"):
-        plugin, args = args_of("relation")
-        placement = args.pop("placement")
-        position = args.pop("position", "after_block")
-        per_placement = args.pop("per_placement", None) or {}
-        factory = plugins.get_part("relation_block", plugin).factory
-        for where in placement:
-            block_args = recipes.deep_merge(args, per_placement.get(where))
-            block = factory(channels=backbone.block_channels(where), **block_args)
-            relations[where] = (block, position)
-
-    classes = recipe.get("classes")
-    num_classes = recipe.get("num_classes") or (len(classes) if classes else DEFAULT_NUM_CLASSES)
-    if not classes:
-        classes = [f"class_{i}" for i in range(num_classes)]
-    plugin, args = args_of("head")
-    head = plugins.get_part("head", plugin).factory(
-        in_features=backbone.num_features, num_classes=num_classes, **args
-    )
-    return AscModel(
-        name=name, tag=tag, recipe=recipe, backbone=backbone, layout=layout, inflator=inflator,
-        head=head, relations=relations, frontend_config=frontend.config, input_shape=input_shape,
-        classes=classes,
-    )
-
-
-def _read_state(source: nn.Module | str | os.PathLike) -> dict[str, torch.Tensor]:
-    if isinstance(source, nn.Module):
-        return source.state_dict()
-    path = Path(source)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if path.suffix != ".safetensors":
+    text = os.fspath(spec)
+    if parse_model_name(text, revision).kind != REGISTRY:
+        return from_pretrained(text, revision=revision, device=device)
+    arch, tag = split_name(text)
+    weights = (recipes.registry().get(arch).resolved or {}).get("weights") or {}
+    if not weights:
         raise ValueError(
-            f"init_from: {path} is not a .safetensors file; asczoo never unpickles weights "
-            "(convert .pt/.bin checkpoints to safetensors first)"
+            f"model {arch!r} has no published weights, so it would predict with random weights; "
+            "give a trained model folder or a Hub id (hf-hub:org/name)"
         )
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from: no such file {path}")
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
-def initialise_from(model: AscModel, source: nn.Module | str | os.PathLike) -> None:
-    """Initialise ``model`` from a trained segment model (stage 1 -> stage 2), through the inflator.
-
-    Copies the backbone (strictly: the architectures must match), the normalisation statistics, and
-    the head when its parameters have the same shapes (otherwise the head stays freshly initialised).
-    """
-    state = _read_state(source)
-    backbone_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    if not backbone_state:
-        raise ValueError("init_from: the source has no 'backbone.*' weights; is it an asczoo model?")
-    if isinstance(source, AscModel) and source.relations:
-        raise ValueError(
-            f"init_from: {source.name!r} has relation blocks; init_from takes a segment model (stage 1)"
-        )
-    try:
-        model.inflator.load_2d_state(model.backbone, backbone_state)
-    except RuntimeError as exc:
-        raise ValueError(f"init_from: the source's backbone does not fit {model.name!r}'s backbone: {exc}") from exc
-    head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
-    own_head = model.head.state_dict()
-    if head_state and head_state.keys() == own_head.keys() and all(
-        head_state[k].shape == own_head[k].shape for k in own_head
-    ):
-        model.head.load_state_dict(head_state)
-    if "norm_mean" in state and state["norm_mean"].shape == model.norm_mean.shape:
-        model.set_normalization(state["norm_mean"], state["norm_std"])
+    model = create_model(text, pretrained=True)
+    return model.to(device) if device is not None else model

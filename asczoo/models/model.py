@@ -20,7 +20,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from asczoo import __version__
+from asczoo import __version__, inference
+from asczoo.hub import files as hub_files
 from asczoo.interfaces import AFTER_BLOCK, Backbone, Inflator, SegmentLayout
 
 
@@ -174,25 +175,19 @@ class AscModel(nn.Module):
             "total": count(self),
         }
 
-    # -- Hub and inference (implemented in asczoo.hub.files / asczoo.inference) ---------------------------
+    # -- Hub and inference (implemented in asczoo.hub.files / asczoo.inference) --------------------
 
     def save_pretrained(self, save_directory, **kwargs):
         """Write ``model.safetensors``, ``config.json`` and a model card ``README.md``."""
-        from asczoo.hub.files import save_pretrained
-
-        return save_pretrained(self, save_directory, **kwargs)
+        return hub_files.save_pretrained(self, save_directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload this model to the Hugging Face Hub in one commit."""
-        from asczoo.hub.files import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
+        return hub_files.push_to_hub(self, repo_id, **kwargs)
 
     def predict(self, path_or_waveform, sample_rate: int | None = None, **kwargs):
         """Classify a recording (path or waveform) with this model's own frontend."""
-        from asczoo.inference import predict
-
-        return predict(self, path_or_waveform, sample_rate=sample_rate, **kwargs)
+        return inference.predict(self, path_or_waveform, sample_rate=sample_rate, **kwargs)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, input_shape={self.input_shape}, classes={self.num_classes}"

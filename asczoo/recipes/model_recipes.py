@@ -36,6 +36,7 @@ from typing import Any, Mapping
 import yaml
 
 from asczoo import plugins
+from asczoo.names import NAME_RE, split_name
 from asczoo.recipes.schema import RecipeError, check_arguments
 from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_PATTERN
 
@@ -60,8 +61,6 @@ RELATION_HOST_KEYS = ("placement", "position", "per_placement")
 RECIPE_KEYS = {*SECTIONS, "description", "extends", "num_classes", "classes", "weights", "paper", "notes"}
 REQUIRED_SECTIONS = ("backbone", "inflator", "head", "frontend")
 WEIGHT_KEYS = {"repo_id", "revision", "description", "metrics", "license", "default"}
-_MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _PLACEMENT_RE = re.compile(PLACEMENT_PATTERN)
 ENV_VAR = "ASCZOO_REGISTRY"
 
@@ -107,7 +106,7 @@ class RecipeRegistry:
         added = []
         for name, raw in models.items():
             where = f"{origin}: recipe {name!r}"
-            if not isinstance(name, str) or not _MODEL_NAME_RE.match(name):
+            if not isinstance(name, str) or not NAME_RE.match(name):
                 raise RecipeError(f"{origin}: recipe name {name!r} must be lower-case letters, digits, '-' or '_'")
             if name in self.entries:
                 raise RecipeError(
@@ -318,7 +317,7 @@ def _check_weights(weights: Any, where: str) -> None:
         raise RecipeError(f"{where}: key 'weights' must map tags to {{repo_id, revision}}")
     for tag, spec in weights.items():
         twhere = f"{where}, weights tag {tag!r}"
-        if not isinstance(tag, str) or not _TAG_RE.match(tag):
+        if not isinstance(tag, str) or not NAME_RE.match(tag):
             raise RecipeError(f"{twhere}: tag must be lower-case letters, digits, '-' or '_'")
         if not isinstance(spec, dict):
             raise RecipeError(f"{twhere}: expected a mapping with 'repo_id' and 'revision'")
@@ -379,6 +378,9 @@ def invalidate() -> None:
         _REGISTRY = None
 
 
+plugins.on_change(invalidate)  # plugins added or removed: rebuild from their recipe files
+
+
 def forget_user_recipes() -> None:
     """Remove recipes added with :func:`register_recipes` (tests)."""
     with _LOCK:
@@ -386,9 +388,13 @@ def forget_user_recipes() -> None:
         invalidate()
 
 
-def split_name(name: str) -> tuple[str, str | None]:
-    """``"arch.tag"`` -> ``("arch", "tag")``; ``"arch"`` -> ``("arch", None)``."""
-    if not isinstance(name, str) or not name:
-        raise KeyError(f"model name must be a non-empty string, got {name!r}")
-    arch, _, tag = name.partition(".")
-    return arch, (tag or None)
+def model_recipe(name: str, *, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The resolved recipe of a registry model (``extends`` applied, ``overrides`` merged, validated)."""
+    arch, _ = split_name(name)
+    recipe = copy.deepcopy(registry().get(arch).resolved)
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            raise RecipeError(f"create_model({name!r}): overrides must be a nested mapping, got {type(overrides).__name__}")
+        recipe = deep_merge(recipe, overrides)
+        recipe = validate_recipe(recipe, where=f"create_model({name!r}) with overrides")
+    return recipe

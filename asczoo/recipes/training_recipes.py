@@ -50,14 +50,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-import yaml
 
 from asczoo import plugins
-from asczoo.recipes.model_recipes import read_recipe_file
+from asczoo.names import NAME_RE
+from asczoo.recipes.model_recipes import model_recipe, read_recipe_file
 from asczoo.recipes.schema import RecipeError, check_arguments
 
 RECIPE_KEYS = {"description", "extends", "paper", "notes", "data", "seed", "engine", "stages"}
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -310,7 +309,7 @@ def validate_training_recipe(recipe: Mapping[str, Any], *, where: str, check_par
         if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
             swhere += f" ({raw['name']})"
         stage = _check_section(raw, stage_section, swhere)
-        if not _NAME_RE.match(stage["name"]):
+        if not NAME_RE.match(stage["name"]):
             raise RecipeError(f"{swhere}: key 'name' {stage['name']!r} must be lower-case letters, digits, '-' or '_'")
         if stage["name"] in seen or stage["name"].isdigit():
             raise RecipeError(f"{swhere}: key 'name' {stage['name']!r} is used twice (or is a number)")
@@ -331,7 +330,7 @@ def validate_training_recipe(recipe: Mapping[str, Any], *, where: str, check_par
             raise RecipeError(f"{swhere}: key 'augment' must be a list of augmentations ({{plugin: NAME, ...}})")
         stage["augment"] = [_augmentation(a, f"{swhere}, key 'augment.{j}'", check_parts) for j, a in enumerate(augment)]
         source = stage["init_from"]
-        if source is not None and _NAME_RE.match(source) and not Path(source).exists():
+        if source is not None and NAME_RE.match(source) and not Path(source).exists():
             if source not in seen or seen[source] >= i:
                 raise RecipeError(f"{swhere}: key 'init_from' is {source!r}, which is neither an earlier stage "
                                   f"({', '.join(n for n, j in seen.items() if j < i) or 'none'}) nor an existing path")
@@ -361,8 +360,6 @@ def _augmentation(spec: Any, where: str, check_parts: bool) -> dict[str, Any]:
 
 
 def _check_parts(recipe: dict[str, Any], where: str) -> None:
-    from asczoo.models.factory import model_recipe
-
     try:
         plugins.get_part("dataset", recipe["data"]["dataset"])
     except plugins.UnknownPartError as exc:
@@ -419,7 +416,7 @@ class TrainingRecipeRegistry:
         origin, data = read_source(source, owner)
         added = []
         for name, raw in data.items():
-            if not isinstance(name, str) or not _NAME_RE.match(name):
+            if not isinstance(name, str) or not NAME_RE.match(name):
                 raise RecipeError(f"{origin}: recipe name {name!r} must be lower-case letters, digits, '-' or '_'")
             if name in self.entries:
                 raise RecipeError(f"{origin}: recipe {name!r} is defined twice: in {self.entries[name].origin} and in {origin}")
@@ -534,6 +531,9 @@ def invalidate() -> None:
     global _REGISTRY
     with _LOCK:
         _REGISTRY = None
+
+
+plugins.on_change(invalidate)  # plugins added or removed: rebuild from their recipe files
 
 
 def list_training_recipes(pattern: str = "*") -> list[str]:

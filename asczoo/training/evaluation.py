@@ -64,7 +64,7 @@ class Evaluation:
 def resolve_model(model_or_dir: Any, *, stage: str | None = None) -> tuple[Any, dict[str, Any]]:
     """``(model, defaults)`` from a model, a saved model folder or a run directory; ``defaults`` holds
     the dataset, fold, data root and cache the model was trained with, when known."""
-    from asczoo.hub.files import from_pretrained
+    from asczoo.models.pretrained import from_pretrained
 
     if isinstance(model_or_dir, torch.nn.Module):
         return model_or_dir, {}

@@ -353,7 +353,8 @@ def _finish_stage(name: str, rec: Mapping[str, Any], stage: Mapping[str, Any], m
     from asczoo.atomic import atomic_write_text
     from asczoo.training.engine import evaluate_features
     from asczoo.training.evaluation import confusion_png, from_summary
-    from asczoo.hub.files import from_pretrained, save_pretrained
+    from asczoo.hub.files import save_pretrained
+    from asczoo.models.pretrained import from_pretrained
 
     model.load_state_dict(summary["kept_state"])
     best = summary["best"]

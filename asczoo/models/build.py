@@ -1,0 +1,111 @@
+"""Building a model from a validated recipe, and the stage 1 -> stage 2 initialisation.
+
+:func:`build_model` asks the plugin registry for each part the recipe names and assembles an
+:class:`~asczoo.models.model.AscModel`; :func:`initialise_from` copies a trained segment model's
+backbone (and head, when it fits) into a new model through its inflator.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from asczoo import plugins
+from asczoo.data.frontend import create_frontend
+from asczoo.models.model import AscModel
+from asczoo.recipes.model_recipes import deep_merge
+
+DEFAULT_NUM_CLASSES = 10
+
+
+def build_model(recipe: Mapping[str, Any], *, name: str, tag: str | None = None) -> AscModel:
+    """Assemble an :class:`AscModel` from a validated recipe."""
+
+    def args_of(section: str) -> tuple[str, dict[str, Any]]:
+        spec = dict(recipe[section])
+        return spec.pop("plugin"), spec
+
+    frontend = create_frontend(**recipe["frontend"])
+    input_shape = tuple(frontend.output_shape)
+    plugin, args = args_of("backbone")
+    args.setdefault("in_chans", input_shape[1])
+    backbone2d = plugins.get_part("backbone", plugin).factory(**args)
+    plugin, args = args_of("inflator")
+    inflator = plugins.get_part("inflator", plugin).factory(**args)
+    backbone, layout = inflator.inflate(backbone2d)
+
+    relations: dict[str, tuple[nn.Module, str]] = {}
+    if recipe.get("relation"):
+        plugin, args = args_of("relation")
+        placement = args.pop("placement")
+        position = args.pop("position", "after_block")
+        per_placement = args.pop("per_placement", None) or {}
+        factory = plugins.get_part("relation_block", plugin).factory
+        for where in placement:
+            block_args = deep_merge(args, per_placement.get(where))
+            block = factory(channels=backbone.block_channels(where), **block_args)
+            relations[where] = (block, position)
+
+    classes = recipe.get("classes")
+    num_classes = recipe.get("num_classes") or (len(classes) if classes else DEFAULT_NUM_CLASSES)
+    if not classes:
+        classes = [f"class_{i}" for i in range(num_classes)]
+    plugin, args = args_of("head")
+    head = plugins.get_part("head", plugin).factory(
+        in_features=backbone.num_features, num_classes=num_classes, **args
+    )
+    return AscModel(
+        name=name, tag=tag, recipe=recipe, backbone=backbone, layout=layout, inflator=inflator,
+        head=head, relations=relations, frontend_config=frontend.config, input_shape=input_shape,
+        classes=classes,
+    )
+
+
+def _read_state(source: nn.Module | str | os.PathLike) -> dict[str, torch.Tensor]:
+    if isinstance(source, nn.Module):
+        return source.state_dict()
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if path.suffix != ".safetensors":
+        raise ValueError(
+            f"init_from: {path} is not a .safetensors file; asczoo never unpickles weights "
+            "(convert .pt/.bin checkpoints to safetensors first)"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: no such file {path}")
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def initialise_from(model: AscModel, source: nn.Module | str | os.PathLike) -> None:
+    """Initialise ``model`` from a trained segment model (stage 1 -> stage 2), through the inflator.
+
+    Copies the backbone (strictly: the architectures must match), the normalisation statistics, and
+    the head when its parameters have the same shapes (otherwise the head stays freshly initialised).
+    """
+    state = _read_state(source)
+    backbone_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    if not backbone_state:
+        raise ValueError("init_from: the source has no 'backbone.*' weights; is it an asczoo model?")
+    if isinstance(source, AscModel) and source.relations:
+        raise ValueError(
+            f"init_from: {source.name!r} has relation blocks; init_from takes a segment model (stage 1)"
+        )
+    try:
+        model.inflator.load_2d_state(model.backbone, backbone_state)
+    except RuntimeError as exc:
+        raise ValueError(f"init_from: the source's backbone does not fit {model.name!r}'s backbone: {exc}") from exc
+    head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    own_head = model.head.state_dict()
+    if head_state and head_state.keys() == own_head.keys() and all(
+        head_state[k].shape == own_head[k].shape for k in own_head
+    ):
+        model.head.load_state_dict(head_state)
+    if "norm_mean" in state and state["norm_mean"].shape == model.norm_mean.shape:
+        model.set_normalization(state["norm_mean"], state["norm_std"])
