@@ -95,8 +95,9 @@ def asczoo_register_frontends(register):
 def asczoo_register_datasets(register):
     """Register datasets: ``register(name, factory)``.
 
-    ``factory(root, *, split, fold, frontend, cache_dir, **options) -> torch.utils.data.Dataset`` of
-    ``(features (N, 3, F, T), label)`` pairs with ``.classes`` and ``.files``.
+    ``factory(root, *, split, fold, frontend, cache_dir, **options) -> asczoo.interfaces.Dataset`` of
+    ``(features (N, 3, F, T), label)`` pairs (usually an ``asczoo.data.ClipDataset``); the members the
+    host uses, optional ones included, are declared on :class:`asczoo.interfaces.Dataset`.
     """
 
 

@@ -9,10 +9,13 @@ Shapes, everywhere in asczoo:
 from __future__ import annotations
 
 import abc
+import dataclasses
+import types
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset as TorchDataset
 
 #: The paper's placement names: ``res{stage}_{block}``, stage 1..4, block 1-based.
 PLACEMENT_PATTERN = r"^res([1-9])_([1-9][0-9]*)$"
@@ -93,7 +96,11 @@ class Inflator(abc.ABC):
 
 
 class Frontend(abc.ABC):
-    """Audio to model input: ``frontend(waveform (channels, samples), sample_rate) -> (N, 3, F, T)``."""
+    """Audio to model input: ``frontend(waveform (channels, samples), sample_rate) -> (N, 3, F, T)``.
+
+    The host calls exactly these members: ``config``, ``output_shape``, ``sample_rate``,
+    ``clip_seconds``, ``__call__``, ``batch`` and, when the frontend defines it, ``windows``.
+    """
 
     #: serialisable configuration, including ``plugin``: enough to rebuild the same frontend
     config: dict[str, Any]
@@ -102,9 +109,102 @@ class Frontend(abc.ABC):
     #: sample rate the frontend works at (inputs at other rates are resampled)
     sample_rate: int
 
+    #: Optional: ``windows(waveform (channels, samples), sample_rate, hop_seconds=None) -> (W, N, 3, F, T)``,
+    #: the model inputs of a recording longer than a clip, one per window. Without it (None) the host
+    #: cuts windows of :attr:`clip_seconds` every ``hop_seconds`` itself (and a last one ending at the end).
+    windows = None
+
+    @property
+    def clip_seconds(self) -> float | None:
+        """Nominal clip length in seconds (``config["clip_seconds"]``); None: any length is one clip.
+        Data checks compare recordings with it; prediction cuts long recordings into such windows."""
+        value = self.config.get("clip_seconds")
+        return float(value) if value else None
+
     @abc.abstractmethod
     def __call__(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor: ...
 
     @abc.abstractmethod
     def batch(self, waveforms: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """``(B, channels, samples)`` on any device -> ``(B, N, 3, F, T)`` on the same device."""
+
+
+class RelationBlock(nn.Module):
+    """What a relation block factory returns: ``(B, N, C, F, T) -> (B, N, C, F, T)``, ``X + R(X)``.
+
+    Subclassing is optional (any ``nn.Module`` of that shape works); the optional member is
+    :meth:`describe`, which ``asczoo info`` shows.
+    """
+
+    def describe(self) -> dict[str, Any]:
+        """Optional: the block's settings for people (``asczoo info``), e.g. ``{"k": 4, ...}``."""
+        return {"type": type(self).__name__}
+
+
+class Aggregator(nn.Module):
+    """What an aggregator factory returns: pair embeddings ``(B, P, k, C)`` -> points ``(B, P, C)``.
+
+    The optional member :meth:`pool_after` lets a relation block fuse the pair encoder's last layer
+    with the pooling; the default is the unfused ``self(layer(x))``.
+    """
+
+    def pool_after(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Optional: ``self(layer(x))``, computed faster where the aggregator knows how."""
+        return self(layer(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    """One listed audio file of a dataset."""
+
+    #: the path as listed (relative to the dataset root, e.g. ``audio/airport-barcelona-0-0-a.wav``)
+    file: str
+    #: absolute path on disk
+    path: str
+    #: class index, -1 when unlabelled
+    label: int
+    #: recording location (DCASE ``identifier``); clips of one location stay on one side of a split
+    identifier: str
+
+
+class Dataset(TorchDataset, abc.ABC):
+    """What a dataset factory returns: ``dataset[i] -> (features float32 (N, 3, F, T), label int)``.
+
+    Required: ``classes``, ``files``, ``__len__``, ``__getitem__``. The host also uses the members
+    below, whose defaults here suit a dataset without a feature cache or listing checks.
+    :class:`asczoo.data.ClipDataset` implements all of them; a dataset plugin usually subclasses it.
+    """
+
+    #: class names; label ``i`` is ``classes[i]``
+    classes: list[str]
+    #: every item's file, relative to the dataset root, as listed (in item order)
+    files: list[str]
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]: ...
+
+    @property
+    def labels(self) -> list[int]:
+        """Every item's label, in item order, without computing features (-1: unlabelled)."""
+        return [int(self[i][1]) for i in range(len(self))]
+
+    #: the clips as listed, before any audio was read (``asczoo check-data`` checks them)
+    entries: Sequence[Clip] = ()
+    #: the problems of listed files left out (``skip_bad``); the host reports them
+    skipped: Sequence[Any] = ()
+    #: what determines the file lists: ``{"dataset", "root", "fold", "options"}`` (feature cache key)
+    identity: Mapping[str, Any] = types.MappingProxyType({})
+    #: True while a feature cache was asked for but none covers the files yet; the host then extracts
+    #: (:func:`asczoo.data.extract`) and calls :meth:`attach_cache`
+    needs_extraction: bool = False
+
+    def attach_cache(self) -> bool:
+        """Serve features from the complete feature cache that now covers the files."""
+        raise NotImplementedError(f"{type(self).__name__} has no feature cache")
+
+    def normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)``, each ``(3, n_mels)``: the training split's statistics (from the cache)."""
+        raise NotImplementedError(f"{type(self).__name__} has no feature cache to read statistics from")

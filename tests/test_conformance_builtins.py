@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -265,7 +266,7 @@ class _Lambda(nn.Module):
 def test_plugin_import_check_flags_internals(tmp_path):
     (tmp_path / "plugin.py").write_text(textwrap.dedent("""
         import asczoo
-        import asczoo.recipes
+        import asczoo.hub
         from asczoo import hookimpl, create_model, interfaces
         from asczoo.ops import semantic_knn
         from asczoo.plugins import get_part, host
@@ -284,5 +285,11 @@ def test_plugin_import_check_flags_internals(tmp_path):
         "asczoo.plugins.host is not public asczoo API",
         "asczoo.plugins.reset is not public asczoo API",
         "module 'asczoo.arguments' is not public asczoo API",
-        "module 'asczoo.recipes' is not public asczoo API",
+        "module 'asczoo.hub' is not public asczoo API",
     ]
+
+
+def test_builtin_plugins_use_only_the_public_api():
+    """What the built-ins need (ClipDataset, segment_starts, check_arguments, ...) is public."""
+    plugins_dir = Path(__file__).resolve().parents[1] / "plugins" / "asczoo_plugins"
+    assert plugin_import_problems(plugins_dir) == []

@@ -107,6 +107,15 @@ def test_python_blocks_run(tmp_path):
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
 
+def test_python_blocks_use_only_the_public_api(tmp_path):
+    """The guide's plugins are written the way it tells plugin authors to write theirs."""
+    from asczoo.testing import plugin_import_problems
+
+    code = "\n".join(b.code for b in BLOCKS if b.lang == "python" and b.marker is None)
+    (tmp_path / "guide.py").write_text(code, encoding="utf-8")
+    assert plugin_import_problems(tmp_path) == []
+
+
 def test_bash_blocks_run_and_files_match(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()

@@ -16,7 +16,6 @@ reading every file once when the dataset is first used, so prefer a cache for la
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import re
@@ -25,14 +24,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch.utils.data import Dataset
 
 from asczoo.data import feature_cache
 from asczoo.data._lookup import HOST_ARGUMENTS, SPLITS, construct_dataset  # noqa: F401 - re-exported
 from asczoo.data.audio import is_audio_file
 from asczoo.data.checks import DataError, Problem, check_audio, check_files, check_listing, raise_if_errors
 from asczoo.data.frontend import resolve_frontend
-from asczoo.interfaces import Frontend
+from asczoo.interfaces import Clip, Frontend
+from asczoo.interfaces import Dataset as DatasetInterface
 
 #: column names accepted for the file, label and recording-location columns of a table
 FILE_COLUMNS = ("filename", "file", "path", "audio", "file_name")
@@ -65,12 +64,13 @@ def create_dataset(
     config or None (``dcase-logmel`` defaults). ``cache_dir``: read features from a feature cache there.
     ``options`` go to the plugin (checked against its signature), e.g. ``skip_bad=True``.
     """
-    dataset = construct_dataset(name, root, split=split, fold=fold, frontend=resolve_frontend(frontend),
-                                cache_dir=cache_dir, options=options)
-    if getattr(dataset, "needs_extraction", False):  # no complete cache covers its files yet: build it
+    fe = resolve_frontend(frontend)
+    dataset = construct_dataset(name, root, split=split, fold=fold, frontend=fe, cache_dir=cache_dir, options=options)
+    if cache_dir is not None and getattr(dataset, "needs_extraction", False):
+        # No complete cache covers its files yet: extract what its identity names, then attach.
         identity = dataset.identity
-        feature_cache.extract(dataset.name, dataset.root, fold=identity.get("fold"), frontend=dataset.frontend,
-                              cache_dir=dataset.cache_dir, skip_bad=dataset.skip_bad, progress=False,
+        feature_cache.extract(identity["dataset"], identity["root"], fold=identity.get("fold"), frontend=fe,
+                              cache_dir=cache_dir, skip_bad=bool(options.get("skip_bad", False)), progress=False,
                               **dict(identity.get("options", {})))
         dataset.attach_cache()
     return dataset
@@ -78,21 +78,7 @@ def create_dataset(
 
 # -- clips and the dataset -----------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class Clip:
-    """One listed audio file."""
-
-    #: the path as listed (relative to the dataset root, e.g. ``audio/airport-barcelona-0-0-a.wav``)
-    file: str
-    #: absolute path on disk
-    path: str
-    #: class index, -1 when unlabelled
-    label: int
-    #: recording location (DCASE ``identifier``); clips of one location stay on one side of a split
-    identifier: str
-
-
-class ClipDataset(Dataset):
+class ClipDataset(DatasetInterface):
     """Labelled clips -> ``(features float32 (N, 3, F, T), label)``, from audio or a feature cache.
 
     Attributes: ``classes`` (list of class names, index = label), ``files`` (paths relative to

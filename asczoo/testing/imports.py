@@ -18,6 +18,14 @@ PUBLIC_API: dict[str, frozenset[str] | None] = {
     "asczoo.interfaces": None,
     "asczoo.ops": None,
     "asczoo.testing": None,
+    #: what dataset, frontend and augmentation plugins build on (see the module's docstring)
+    "asczoo.data": frozenset({
+        "SPLITS", "Clip", "ClipDataset", "DataError", "Problem", "check_batch", "check_dataset",
+        "create_augmentation", "create_dataset", "create_frontend", "extract", "find_setup_file", "is_audio_file",
+        "location_of", "location_split", "read_labelled_table", "read_setup_file", "read_table", "segment_starts",
+    }),
+    #: the recipe schema check, for parts that build sub-parts from options of their own
+    "asczoo.recipes": frozenset({"check_arguments", "RecipeError"}),
     "asczoo.plugins": frozenset({
         "register_plugin", "unregister_plugin", "get_part", "list_parts", "plugin_records",
         "PluginError", "UnknownPartError",
@@ -104,7 +112,8 @@ def plugin_import_problems(path: str | Path) -> list[str]:
 def check_plugin_imports(path: str | Path) -> None:
     """Raise :class:`~asczoo.testing.ConformanceError` if the plugin source under ``path`` uses asczoo
     modules or names outside :data:`PUBLIC_API` (``asczoo.__all__``, ``asczoo.interfaces``, ``asczoo.ops``,
-    ``asczoo.testing`` and the plugin functions of ``asczoo.plugins``)."""
+    ``asczoo.testing``, the plugin functions of ``asczoo.plugins``, the plugin-facing names of ``asczoo.data``
+    and ``asczoo.recipes``)."""
     problems = plugin_import_problems(path)
     if problems:
         raise ConformanceError(

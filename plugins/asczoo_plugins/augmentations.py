@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from asczoo import hookimpl
-from asczoo.data.augment import check_batch
+from asczoo.data import check_batch
 
 
 class _Random:

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from asczoo import hookimpl
-from asczoo.data.audio import is_audio_file
-from asczoo.data.checks import DataError, Problem
-from asczoo.data.datasets import (
-    ClipDataset, find_setup_file, location_of, location_split, read_labelled_table, read_setup_file,
+from asczoo.data import (
+    ClipDataset, DataError, Problem, find_setup_file, is_audio_file, location_of, location_split,
+    read_labelled_table, read_setup_file,
 )
 
 Split = Literal["train", "evaluate", "test", "all"]

@@ -3,7 +3,7 @@
 Per clip: left, right and left-minus-right waveforms; for each a centred power STFT (Hann window of
 ``n_fft``, hop ``hop_length``), 128 HTK mel bands without area normalisation from ``f_min`` to
 ``f_max`` (default: Nyquist), then ``log(x + log_offset)``; the spectrogram is cut into ``segments``
-windows of ``segment_frames`` frames by the paper's hop rule (:func:`asczoo.data.frontend.segment_starts`).
+windows of ``segment_frames`` frames by the paper's hop rule (:func:`asczoo.data.segment_starts`).
 At the defaults a 10 s, 48 kHz clip has 469 frames and becomes ``(8, 3, 128, 80)``.
 
 Input choices, all deliberate:
@@ -56,7 +56,7 @@ import torch
 import torchaudio.functional as taf
 
 from asczoo import hookimpl
-from asczoo.data.frontend import segment_starts
+from asczoo.data import segment_starts
 from asczoo.interfaces import Frontend
 
 PLUGIN = "dcase-logmel"

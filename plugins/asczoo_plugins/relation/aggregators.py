@@ -19,19 +19,20 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from asczoo.interfaces import Aggregator
 from asczoo_plugins.relation.layers import (
     LinearNorm, fold_gradients, row_blocks, training_fold,
 )
 
 
-class MaxPool(nn.Module):
+class MaxPool(Aggregator):
     """Channel-wise maximum over the neighbours."""
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         return e.amax(dim=2)
 
 
-class MeanPool(nn.Module):
+class MeanPool(Aggregator):
     """Channel-wise average over the neighbours."""
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
@@ -91,7 +92,7 @@ class LinearNormAttentiveSum(torch.autograd.Function):
         return dx, dweight, dgamma, dbeta, None, dscore, None
 
 
-class AttentivePool(nn.Module):
+class AttentivePool(Aggregator):
     """``a = sum_s softmax_s(g(e_s)) * e_s`` (per channel), then an optional 1x1 conv + BN + ReLU."""
 
     def __init__(self, channels: int, *, project: bool = True) -> None:

@@ -34,8 +34,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from asczoo import plugins
-from asczoo.recipes.schema import check_arguments
+from asczoo import interfaces, plugins
+from asczoo.recipes import check_arguments
 from asczoo.ops import from_points, point_positions, to_points
 from asczoo_plugins.relation.grouper import SemanticGrouper
 from asczoo_plugins.relation.layers import LinearNorm
@@ -45,7 +45,7 @@ Distance = Literal["l2", "cosine"]
 PositionDistance = Literal["euclidean", "summed"]
 
 
-class RelationBlock(nn.Module):
+class RelationBlock(interfaces.RelationBlock):
     """``X (B, N, C, F, T) -> X + R(X)`` from a grouper, position encoding, pair encoder and aggregator."""
 
     def __init__(
@@ -98,7 +98,7 @@ class RelationBlock(nn.Module):
             hidden = layer(hidden)
         if last is None:
             return self.aggregator(hidden)
-        pool_after = getattr(self.aggregator, "pool_after", None)
+        pool_after = getattr(self.aggregator, "pool_after", None)  # optional: asczoo.interfaces.Aggregator
         return pool_after(last, hidden) if callable(pool_after) else self.aggregator(last(hidden))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
