@@ -11,12 +11,19 @@ plugins: a second registration of a taken name is refused with a message naming 
 ``factory`` is a callable; its keyword arguments are what a recipe section may set, and their type
 annotations are checked when a recipe is read. ``description`` defaults to the first line of the
 factory's docstring. The interfaces each factory's product must honour are in
-:mod:`asczoo.interfaces`.
+:mod:`asczoo.interfaces`; the kinds of part, their factories and what asczoo passes them are the table
+:data:`asczoo.parts.PART_KINDS`, from which the part hooks below are made.
+
+``@asczoo.hookimpl`` takes ``specname=`` (implement a hook under another function name) and
+``optionalhook=``; ``tryfirst``, ``trylast``, ``hookwrapper`` and ``wrapper`` would have no meaning
+here (every plugin's registrations are collected on their own) and are refused with an error.
 """
 
 from __future__ import annotations
 
 import pluggy
+
+from asczoo.parts import PART_KINDS, PartKind
 
 PROJECT = "asczoo"
 
@@ -24,90 +31,24 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@hookspec
-def asczoo_register_backbones(register):
-    """Register 2D backbones: ``register(name, factory)``.
+def _part_hookspec(kind: PartKind):
+    """The hook specification of one kind of part, documented from :data:`asczoo.parts.PART_KINDS`."""
 
-    ``factory(*, in_chans=3, **options) -> asczoo.interfaces.Backbone``: a module mapping
-    ``(B, C_in, F, T)`` to a feature map ``(B, C, F', T')``, that also maps the paper's placement
-    names (``res2_1``) to its own module paths. Recipe ``backbone`` sections call it.
-    """
+    def spec(register):
+        pass
 
-
-@hookspec
-def asczoo_register_inflators(register):
-    """Register inflators: ``register(name, factory)``.
-
-    ``factory(**options) -> asczoo.interfaces.Inflator``: turns a 2D backbone into one that runs on
-    segment sequences ``(B, N, C, F, T)``, with the 2D weights carried over.
-    """
+    spec.__name__ = spec.__qualname__ = kind.hook
+    spec.__doc__ = kind.hook_doc()
+    spec.__module__ = __name__
+    return hookspec(spec)
 
 
-@hookspec
-def asczoo_register_relation_blocks(register):
-    """Register relation blocks: ``register(name, factory)``.
-
-    ``factory(*, channels, **options) -> nn.Module`` mapping ``(B, N, C, F, T)`` to the same shape:
-    the block returns ``X + R(X)`` (its own residual sum), with ``R`` zero at initialisation.
-    ``channels`` is supplied by the host (the width of the residual block the relation block follows);
-    every other option comes from the recipe's ``relation`` section.
-    """
-
-
-@hookspec
-def asczoo_register_aggregators(register):
-    """Register neighbourhood aggregators for relation blocks: ``register(name, factory)``.
-
-    ``factory(*, channels, **options) -> nn.Module`` mapping pair embeddings ``(B, P, k, C)`` to
-    point embeddings ``(B, P, C)`` (max, mean, attentive pooling, ...).
-    """
-
-
-@hookspec
-def asczoo_register_position_encodings(register):
-    """Register position encodings for relation blocks: ``register(name, factory)``.
-
-    ``factory(**options) -> nn.Module`` mapping centre positions ``(B or 1, P, 1, 3)`` and neighbour
-    positions ``(B, P, k, 3)`` to an encoding ``(B, P, k, D)``; the module exposes ``out_dim = D``.
-    """
-
-
-@hookspec
-def asczoo_register_heads(register):
-    """Register classification heads: ``register(name, factory)``.
-
-    ``factory(*, in_features, num_classes, **options) -> nn.Module`` mapping a feature map
-    ``(B, N, C, F, T)`` to logits ``(B, num_classes)``.
-    """
-
-
-@hookspec
-def asczoo_register_frontends(register):
-    """Register audio frontends: ``register(name, factory)``.
-
-    ``factory(**config) -> asczoo.interfaces.Frontend``: callable as
-    ``frontend(waveform (channels, samples), sample_rate) -> (N, 3, F, T)``, with a serialisable
-    ``config`` and an ``output_shape``.
-    """
-
-
-@hookspec
-def asczoo_register_datasets(register):
-    """Register datasets: ``register(name, factory)``.
-
-    ``factory(root, *, split, fold, frontend, cache_dir, **options) -> asczoo.interfaces.Dataset`` of
-    ``(features (N, 3, F, T), label)`` pairs (usually an ``asczoo.data.ClipDataset``); the members the
-    host uses, optional ones included, are declared on :class:`asczoo.interfaces.Dataset`.
-    """
-
-
-@hookspec
-def asczoo_register_augmentations(register):
-    """Register batch augmentations: ``register(name, factory)``.
-
-    ``factory(**options) -> callable(features (B, N, 3, F, T), targets (B, K)) -> (features, targets)``,
-    applied per batch on the training device; ``targets`` are class probabilities so mixup can blend.
-    """
+# One hook per kind of part, in the table's order: asczoo_register_backbones, ..._inflators,
+# ..._relation_blocks, ..._aggregators, ..._position_encodings, ..._heads, ..._frontends, ..._datasets,
+# ..._augmentations.
+for _kind in PART_KINDS:
+    globals()[_kind.hook] = _part_hookspec(_kind)
+del _kind
 
 
 @hookspec

@@ -24,24 +24,15 @@ from typing import Any, Callable
 import pluggy
 
 from asczoo import hookspecs
+from asczoo.parts import PART_KINDS, RECIPE_HOOK, TRAINING_RECIPE_HOOK
 from asczoo.names import NAME_RE
 
 ENTRY_POINT_GROUP = "asczoo"
 
-#: kind of part -> the hook that registers it.
-PART_HOOKS: dict[str, str] = {
-    "backbone": "asczoo_register_backbones",
-    "inflator": "asczoo_register_inflators",
-    "relation_block": "asczoo_register_relation_blocks",
-    "aggregator": "asczoo_register_aggregators",
-    "position_encoding": "asczoo_register_position_encodings",
-    "head": "asczoo_register_heads",
-    "frontend": "asczoo_register_frontends",
-    "dataset": "asczoo_register_datasets",
-    "augmentation": "asczoo_register_augmentations",
-}
-RECIPE_HOOK = "asczoo_register_recipes"
-TRAINING_RECIPE_HOOK = "asczoo_register_training_recipes"
+#: kind of part -> the hook that registers it (from the table :data:`asczoo.parts.PART_KINDS`).
+PART_HOOKS: dict[str, str] = {kind.name: kind.hook for kind in PART_KINDS}
+#: ``@hookimpl`` options that would mean nothing here: each plugin's registrations are collected alone
+_REFUSED_OPTIONS = ("tryfirst", "trylast", "hookwrapper", "wrapper")
 
 
 
@@ -169,6 +160,7 @@ class PluginHost:
         staged_recipes: list[RecipeSource] = []
         staged_training: list[RecipeSource] = []
         try:
+            self._check_hookimpls(plugin)
             for kind, hook_name in PART_HOOKS.items():
                 for impl in self._impls(hook_name, plugin):
                     impl.function(register=self._make_register(kind, name, staged))
@@ -188,6 +180,25 @@ class PluginHost:
             name, source, "loaded", parts=[f"{p.kind}:{p.name}" for p in staged], version=version
         )
         return True
+
+    def _check_hookimpls(self, plugin: Any) -> None:
+        """Refuse hook implementations that would be silently ignored: an unknown hook name (unless
+        ``optionalhook``), or an option that has no meaning for registration hooks."""
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                if not caller.has_spec() and not impl.optionalhook:
+                    known = ", ".join(sorted((*PART_HOOKS.values(), RECIPE_HOOK, TRAINING_RECIPE_HOOK)))
+                    raise PluginError(f"hook implementation {caller.name!r} matches no asczoo hook "
+                                      f"(known: {known}); mark it optionalhook=True if that is intended")
+                used = [option for option in _REFUSED_OPTIONS if getattr(impl, option, False)]
+                if used:
+                    raise PluginError(
+                        f"hook implementation {caller.name!r} sets {', '.join(o + '=True' for o in used)}, "
+                        "which asczoo does not support: every plugin's registrations are collected on their "
+                        "own, so ordering and wrapping mean nothing (specname= and optionalhook= work)"
+                    )
 
     def _impls(self, hook_name: str, plugin: Any) -> list[Any]:
         hook = getattr(self.pm.hook, hook_name)

@@ -328,3 +328,55 @@ def test_hook_asczoo_register_training_recipes():
     name, recipe = training_recipes.load("meta-short")
     assert name == "meta-short"
     assert [stage["epochs"] for stage in recipe["stages"]][-1] == 2
+
+
+# -- the one table of part kinds and @hookimpl options ----------------------------------------------------
+
+def test_the_part_table_is_what_hooks_lookup_recipes_checks_and_the_guide_use():
+    from asczoo.parts import PART_KINDS, markdown_table
+    from asczoo.recipes.model_recipes import HOST_SUPPLIED, SECTION_KIND
+    from asczoo.testing import CHECKS
+
+    assert set(plugins.PART_HOOKS.items()) == {(k.name, k.hook) for k in PART_KINDS}
+    assert all(getattr(hookspecs, k.hook).__doc__ == k.hook_doc() for k in PART_KINDS)
+    assert SECTION_KIND == {k.section: k.name for k in PART_KINDS if k.section}
+    assert HOST_SUPPLIED["relation"] == ("channels",) and HOST_SUPPLIED["head"] == ("in_features", "num_classes")
+    assert {kind: fn.__name__ for kind, fn in CHECKS.items()} == {k.name: k.check for k in PART_KINDS}
+    assert markdown_table() in (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
+
+
+def _plugin(function_name: str, **options):
+    def register_heads(register):
+        register("meta-option-head", lambda *, in_features, num_classes: nn.Linear(in_features, num_classes))
+
+    if options.get("hookwrapper") or options.get("wrapper"):
+        def register_heads(register):  # noqa: F811 - pluggy wants wrappers to be generators
+            register("meta-option-head", lambda *, in_features, num_classes: nn.Linear(in_features, num_classes))
+            yield
+
+    marked = asczoo.hookimpl(**options)(register_heads) if options else asczoo.hookimpl(register_heads)
+    return type("OptionPlugin", (), {function_name: staticmethod(marked)})()
+
+
+@pytest.mark.parametrize("options", [{"tryfirst": True}, {"trylast": True}, {"hookwrapper": True},
+                                     {"wrapper": True}])
+def test_hookimpl_options_without_meaning_are_refused(monkeypatch, options):
+    monkeypatch.setenv("ASCZOO_STRICT_PLUGINS", "1")
+    plugins.reset()
+    with pytest.raises(plugins.PluginError, match=f"sets {next(iter(options))}=True, which asczoo does not support"):
+        plugins.register_plugin(_plugin("asczoo_register_heads", **options), "meta-options")
+    assert "meta-option-head" not in plugins.list_parts("head")
+
+
+def test_an_unknown_hook_name_is_refused_unless_optional(monkeypatch):
+    monkeypatch.setenv("ASCZOO_STRICT_PLUGINS", "1")
+    plugins.reset()
+    with pytest.raises(plugins.PluginError, match="'asczoo_register_head' matches no asczoo hook"):
+        plugins.register_plugin(_plugin("asczoo_register_head"), "meta-typo")
+    assert plugins.register_plugin(_plugin("asczoo_register_head", optionalhook=True), "meta-optional")
+    assert "meta-option-head" not in plugins.list_parts("head")
+
+
+def test_specname_implements_a_hook_under_another_name():
+    assert plugins.register_plugin(_plugin("my_heads", specname="asczoo_register_heads"), "meta-specname")
+    assert "meta-option-head" in plugins.list_parts("head")

@@ -10,11 +10,12 @@ from typing import Any, Mapping
 
 from asczoo import plugins
 from asczoo.interfaces import Frontend
+from asczoo.parts import KINDS
 from asczoo.recipes.schema import check_arguments
 
 SPLITS = ("train", "evaluate", "test", "all")
 #: arguments every dataset factory receives from :func:`create_dataset` itself
-HOST_ARGUMENTS = ("root", "split", "fold", "frontend", "cache_dir")
+HOST_ARGUMENTS = KINDS["dataset"].host_arguments
 
 
 def construct_dataset(

@@ -37,25 +37,15 @@ import yaml
 
 from asczoo import plugins
 from asczoo.names import NAME_RE, split_name
+from asczoo.parts import SECTIONS as SECTION_KINDS
 from asczoo.recipes.schema import RecipeError, check_arguments
 from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_PATTERN
 
-SECTIONS = ("backbone", "inflator", "relation", "head", "frontend")
-SECTION_KIND = {
-    "backbone": "backbone",
-    "inflator": "inflator",
-    "relation": "relation_block",
-    "head": "head",
-    "frontend": "frontend",
-}
+#: model recipe sections and the kind of part each names (from :data:`asczoo.parts.PART_KINDS`)
+SECTIONS = tuple(SECTION_KINDS)
+SECTION_KIND = {section: kind.name for section, kind in SECTION_KINDS.items()}
 #: parameters the host passes to factories itself; recipes may not set them
-HOST_SUPPLIED = {
-    "backbone": (),
-    "inflator": (),
-    "relation": ("channels",),
-    "head": ("in_features", "num_classes"),
-    "frontend": (),
-}
+HOST_SUPPLIED = {section: kind.host_arguments for section, kind in SECTION_KINDS.items()}
 #: keys of a ``relation`` section that the host consumes (placement), not the block factory
 RELATION_HOST_KEYS = ("placement", "position", "per_placement")
 RECIPE_KEYS = {*SECTIONS, "description", "extends", "num_classes", "classes", "weights", "paper", "notes"}

@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+from asczoo.parts import PART_KINDS
 from asczoo.testing.backbone import check_backbone, check_inflator
 from asczoo.testing.data import check_augmentation, check_dataset, check_frontend
 from asczoo.testing.head import check_head
@@ -37,18 +38,8 @@ from asczoo.testing.relation import check_aggregator, check_position_encoding, c
 from asczoo.testing.suite import ConformanceError, ConformanceReport, ConformanceWarning
 from asczoo.testing.tiny import TINY_OVERRIDES, tiny_overrides
 
-#: the conformance check of each kind of part (``asczoo.plugins.PART_HOOKS`` keys)
-CHECKS = {
-    "backbone": check_backbone,
-    "inflator": check_inflator,
-    "relation_block": check_relation_block,
-    "aggregator": check_aggregator,
-    "position_encoding": check_position_encoding,
-    "head": check_head,
-    "frontend": check_frontend,
-    "dataset": check_dataset,
-    "augmentation": check_augmentation,
-}
+#: the conformance check of each kind of part, as the table :data:`asczoo.parts.PART_KINDS` names it
+CHECKS = {kind.name: globals()[kind.check] for kind in PART_KINDS}
 
 __all__ = [
     "TINY_OVERRIDES", "tiny_overrides", "CHECKS",
