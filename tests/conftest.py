@@ -25,7 +25,7 @@ def _fresh_registries(monkeypatch):
     changed = recipes._USER_SOURCES or plugins._IN_PROCESS or os.environ.get("ASCZOO_REGISTRY") \
         or os.environ.get("ASCZOO_DISABLE_PLUGINS") or os.environ.get("ASCZOO_STRICT_PLUGINS")
     monkeypatch.undo()
-    if changed or getattr(plugins, "_TOUCHED", False):
+    if changed:
         plugins._IN_PROCESS.clear()
         recipes.forget_user_recipes()
         plugins.reset()

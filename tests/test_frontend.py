@@ -386,9 +386,9 @@ def test_mel_bands_give_the_dense_product_with_fewer_multiply_adds():
         power = torch.rand(5, fbank.shape[1], dtype=torch.float64) * 10 ** torch.linspace(-6, 2, fbank.shape[1])
         banded = torch.cat([power[:, f0:f1] @ w.double().T for _, _, f0, f1, w in bands], dim=1)
         torch.testing.assert_close(banded, power @ fbank.double().T, atol=0, rtol=1e-12)
-    bands = mel_bands(asczoo.create_frontend()._fbank)
-    assert len(bands) == 16
-    assert sum((e - a) * (f1 - f0) for a, e, f0, f1, _ in bands) == 7467  # 131,200 dense
+    fbank = asczoo.create_frontend()._fbank
+    bands = mel_bands(fbank)
+    assert sum((e - a) * (f1 - f0) for a, e, f0, f1, _ in bands) < fbank.numel() / 4  # the point of bands
 
 
 def test_used_frames_and_chunks():

@@ -27,49 +27,13 @@ from asczoo.training.publish import find_run_files
 from asczoo.recipes.model_recipes import RecipeError
 from asczoo.testing import TINY_OVERRIDES
 from data_fixtures import one_thread  # noqa: F401 - fixture
+from model_fixtures import CLASSES, features, logits, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = "asczoo-test/tiny-atresn"
 COMMIT_1 = "1" * 40
 COMMIT_2 = "2" * 40
-CLASSES = ["airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
-           "street_pedestrian", "street_traffic", "tram"]
-
-
-def tiny_model(name: str = "atresn-net-resnet18", seed: int = 0) -> asczoo.AscModel:
-    """A tiny model whose every weight and statistic matters (relation blocks included)."""
-    torch.manual_seed(seed)
-    model = asczoo.create_model(name, overrides={**TINY_OVERRIDES, "classes": CLASSES})
-    randomise(model, seed)
-    return model.eval()
-
-
-def randomise(model: torch.nn.Module, seed: int) -> None:
-    """Random batch-norm affine parameters and statistics (a fresh relation block's output scale is 0,
-    which would hide it), and random normalisation statistics."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._NormBase):
-                module.weight.copy_(torch.rand(module.weight.shape, generator=g) + 0.5)
-                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=g))
-                module.running_mean.copy_(0.1 * torch.randn(module.running_mean.shape, generator=g))
-                module.running_var.copy_(torch.rand(module.running_var.shape, generator=g) + 0.5)
-    if hasattr(model, "set_normalization"):
-        shape = model.norm_mean.shape
-        model.set_normalization(torch.randn(shape, generator=g), torch.rand(shape, generator=g) + 0.5)
-
-
-def features(model, batch: int = 2, seed: int = 123) -> torch.Tensor:
-    return torch.randn(batch, *model.input_shape, generator=torch.Generator().manual_seed(seed))
-
-
-def logits(model, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model.eval()(x)
-
-
 def seed_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str, *, ref: str | None = "main",
                    files: list[str] | None = None) -> Path:
     """Lay ``folder``'s files out as huggingface_hub's cache does: snapshots/<commit>/ and refs/<ref>."""
@@ -140,6 +104,21 @@ def test_round_trip_gives_identical_logits_and_metadata(tmp_path):
     assert config["plugins"]["relation"] == {"part": "atresn", "plugin": "relation", "package": "asczoo",
                                              "version": asczoo.__version__}
     assert set(load_file(str(folder / "model.safetensors"))) == set(model.state_dict())
+
+
+def test_classes_and_frontend_are_stored_once_and_old_duplicated_files_still_load(tmp_path):
+    model = tiny_model()
+    x = features(model)
+    folder = model.save_pretrained(tmp_path / "saved")
+    config = json.loads((folder / "config.json").read_text())
+    assert not {"frontend", "classes", "num_classes"} & set(config["recipe"])
+    assert config["plugins"]["frontend"]["part"] == "dcase-logmel"
+    # the form written before: the recipe repeats the frontend and the classes
+    config["recipe"].update(frontend=config["frontend"], classes=config["classes"], num_classes=len(CLASSES))
+    (folder / "config.json").write_text(json.dumps(config))
+    old = asczoo.from_pretrained(folder)
+    assert old.classes == CLASSES and old.frontend_config == model.frontend_config
+    assert torch.equal(logits(old, x), logits(model, x))
 
 
 def test_model_card_describes_the_model(tmp_path):

@@ -14,7 +14,7 @@ import asczoo
 from asczoo.data.audio import read_audio
 from asczoo.cli import main
 from asczoo.inference import Prediction, collect_audio_files, predict_files
-from test_hub import CLASSES, tiny_model
+from model_fixtures import CLASSES, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -34,7 +34,7 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -55,7 +55,7 @@ FORMAT = 1
 MIN_STD = 1e-5
 
 __all__ = [
-    "CacheInfo", "FeatureStore", "extract", "attach", "load_normalization", "compute_normalization",
+    "CacheInfo", "FeatureStore", "extract", "attach", "load_normalization", "compute_normalization", "feature_statistics",
     "default_cache_dir", "fingerprint", "ordered_map",
 ]
 
@@ -243,26 +243,40 @@ def _shard_metadata(path: Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
+def feature_statistics(chunks: Iterable[torch.Tensor], *, what: str = "the features") -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The one statistics function: mean and std per (channel, mel band) over every frame of every
+    segment of ``chunks`` (each ``(..., C, F, T)``), summed in float64; std floored at ``MIN_STD``.
+    Returns ``(mean, std, frames counted)``."""
+    total = total_sq = None
+    count = 0
+    for chunk in chunks:
+        x = chunk.to(torch.float64)
+        x = x.reshape(-1, *x.shape[-3:]).permute(1, 2, 0, 3).flatten(2)  # (C, F, frames)
+        s, sq = x.sum(dim=-1), x.square().sum(dim=-1)
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += x.shape[-1]
+    if not count:
+        raise ValueError(f"no statistics: {what} are empty")
+    mean = total / count
+    var = (total_sq / count - mean.square()).clamp_min(0.0)
+    return mean.float(), var.sqrt().clamp_min(MIN_STD).float(), count
+
+
 def _statistics(shard_dir: Path, locations: Sequence[Sequence[Any]]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Mean and std per (channel, mel band) over all segments and frames of the given rows."""
+    """:func:`feature_statistics` of the given ``(shard, row)`` rows, read shard by shard."""
     from safetensors import safe_open
 
     rows_by_shard: dict[str, list[int]] = {}
     for shard, row in locations:
         rows_by_shard.setdefault(shard, []).append(int(row))
-    total = total_sq = None
-    count = 0
-    for shard, rows in sorted(rows_by_shard.items()):
-        with safe_open(str(shard_dir / f"{shard}.safetensors"), framework="pt") as f:
-            x = f.get_tensor("features")[rows].to(torch.float64)  # (R, N, 3, F, T)
-        s = x.sum(dim=(0, 1, 4))
-        sq = x.square().sum(dim=(0, 1, 4))
-        total = s if total is None else total + s
-        total_sq = sq if total_sq is None else total_sq + sq
-        count += x.shape[0] * x.shape[1] * x.shape[4]
-    mean = total / count
-    var = (total_sq / count - mean.square()).clamp_min(0.0)
-    return mean.float(), var.sqrt().clamp_min(MIN_STD).float(), count
+
+    def chunks() -> Iterator[torch.Tensor]:
+        for shard, rows in sorted(rows_by_shard.items()):
+            with safe_open(str(shard_dir / f"{shard}.safetensors"), framework="pt") as f:
+                yield f.get_tensor("features")[rows]  # (R, N, 3, F, T)
+
+    return feature_statistics(chunks(), what="the training split's features")
 
 
 # -- reading ---------------------------------------------------------------------------------------------
@@ -392,17 +406,10 @@ def load_normalization(
 
 def compute_normalization(dataset: Any, *, workers: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean, std)`` per (channel, mel band) over every item of a dataset (no cache needed)."""
-    total = total_sq = None
-    count = 0
-    for features, _ in ordered_map(dataset.__getitem__, list(range(len(dataset))), workers=workers,
-                                   progress=progress, desc="statistics"):
-        x = features.to(torch.float64)  # (N, 3, F, T)
-        s, sq = x.sum(dim=(0, 3)), x.square().sum(dim=(0, 3))
-        total = s if total is None else total + s
-        total_sq = sq if total_sq is None else total_sq + sq
-        count += x.shape[0] * x.shape[3]
-    if not count:
-        raise ValueError("compute_normalization: the dataset is empty")
-    mean = total / count
-    std = (total_sq / count - mean.square()).clamp_min(0.0).sqrt().clamp_min(MIN_STD)
-    return mean.float(), std.float()
+    items = ordered_map(dataset.__getitem__, list(range(len(dataset))), workers=workers, progress=progress,
+                        desc="statistics")
+    try:
+        mean, std, _ = feature_statistics((features for features, _ in items), what="compute_normalization: the dataset's items")
+    except ValueError:
+        raise ValueError("compute_normalization: the dataset is empty") from None
+    return mean, std

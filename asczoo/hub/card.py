@@ -78,7 +78,7 @@ def render_model_card(
     them); ``report`` adds its confusion matrix as a table when there is no ``confusion_image``.
     """
     classes = list(config["classes"])
-    recipe = config.get("recipe") or {}
+    recipe = {**(config.get("recipe") or {}), "frontend": config["frontend"]}
     metrics = dict(config.get("metrics") or {})
     name = config["name"] + (f".{config['tag']}" if config.get("tag") else "")
     license = license or DEFAULT_LICENSE

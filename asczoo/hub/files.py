@@ -53,6 +53,8 @@ _CONFIG_KEYS = {
     "asczoo_format", "asczoo_version", "name", "tag", "recipe", "classes", "num_classes", "input_shape",
     "frontend", "metrics", "normalization", "training", "plugins",
 }
+#: recipe keys that config.json stores only at its top level
+STORED_AT_TOP = ("frontend", "classes", "num_classes")
 _REQUIRED_KEYS = ("asczoo_format", "name", "recipe", "classes", "frontend")
 
 
@@ -146,7 +148,11 @@ def model_config(
     }
     if training is not None:
         config["training"] = dict(training)
-    config["plugins"] = _plugin_provenance(config["recipe"])
+    recipe = dict(config["recipe"])
+    config["plugins"] = _plugin_provenance({**recipe, "frontend": config["frontend"]})
+    # The classes and the frontend are stored once, at the top level; files written before this
+    # repeated them inside the recipe, and reading takes the top-level ones either way.
+    config["recipe"] = {k: v for k, v in recipe.items() if k not in STORED_AT_TOP}
     return _jsonable(config)
 
 

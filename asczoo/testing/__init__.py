@@ -33,6 +33,7 @@ from asczoo.parts import PART_KINDS
 from asczoo.testing.backbone import check_backbone, check_inflator
 from asczoo.testing.data import check_augmentation, check_dataset, check_frontend
 from asczoo.testing.head import check_head
+from asczoo.testing.model import MODEL_CHECKS, check_model
 from asczoo.testing.imports import PUBLIC_API, check_plugin_imports, plugin_import_problems
 from asczoo.testing.relation import check_aggregator, check_position_encoding, check_relation_block
 from asczoo.testing.suite import ConformanceError, ConformanceReport, ConformanceWarning
@@ -47,5 +48,5 @@ __all__ = [
     "check_relation_block", "check_aggregator", "check_position_encoding",
     "check_backbone", "check_inflator", "check_head",
     "check_frontend", "check_dataset", "check_augmentation",
-    "PUBLIC_API", "check_plugin_imports", "plugin_import_problems",
+    "PUBLIC_API", "check_plugin_imports", "plugin_import_problems", "MODEL_CHECKS", "check_model",
 ]

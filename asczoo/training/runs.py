@@ -231,15 +231,23 @@ def _synthesize(root: Path, options: Mapping[str, Any], runtime: Any, say: Calla
 
 # -- one stage --------------------------------------------------------------------------------------------------
 
-def _stage_data(rec: Mapping[str, Any], model: Any, *, runtime: Any, root: Path, cache_dir: Path,
+def _stage_frontend(stage: Mapping[str, Any]) -> Any:
+    """The stage's frontend, from its model recipe alone (no model is built for it)."""
+    from asczoo.data.frontend import create_frontend
+    from asczoo.recipes.model_recipes import model_recipe
+
+    return create_frontend(**model_recipe(stage["model"], overrides=stage["overrides"] or None)["frontend"])
+
+
+def _stage_data(rec: Mapping[str, Any], frontend: Any, *, runtime: Any, root: Path, cache_dir: Path,
                 data_cache: dict[str, Any], say: Callable[[str], None]) -> tuple[Any, Any, Any, Any]:
-    """``(train dataset, evaluate dataset, train features, evaluate features)`` for the model's frontend;
-    extracted into the cache once (rank 0), held in memory when they fit."""
+    """``(train dataset, evaluate dataset, train features, evaluate features)`` for one frontend
+    instance; extracted into the cache once (rank 0), held in memory when they fit."""
     from asczoo.data import feature_cache
     from asczoo.data.datasets import create_dataset
     from asczoo.training.engine import Features, estimate_bytes, fits_on_device
 
-    key = json.dumps(model.frontend_config, sort_keys=True)
+    key = json.dumps(frontend.config, sort_keys=True)
     if key in data_cache:
         return data_cache[key]
     spec = rec["data"]
@@ -247,15 +255,15 @@ def _stage_data(rec: Mapping[str, Any], model: Any, *, runtime: Any, root: Path,
     skip_bad = bool(options.pop("skip_bad", False))
     if runtime.is_main:
         try:
-            feature_cache.load_normalization(cache_dir, model.frontend_config, dataset=spec["dataset"], root=root)
+            feature_cache.load_normalization(cache_dir, frontend, dataset=spec["dataset"], root=root)
         except (FileNotFoundError, ValueError):
             say(f"data: extracting features of {spec['dataset']} at {root} into {cache_dir}")
-            feature_cache.extract(spec["dataset"], root, fold=spec["fold"], frontend=model.frontend_config,
+            feature_cache.extract(spec["dataset"], root, fold=spec["fold"], frontend=frontend,
                                   cache_dir=cache_dir, workers=runtime.num_workers, dtype=spec["cache_dtype"],
                                   skip_bad=skip_bad, progress=runtime.progress, **options)
     runtime.barrier()
     made = {split: create_dataset(spec["dataset"], root, split=split, fold=spec["fold"],
-                                  frontend=model.frontend_config, cache_dir=cache_dir,
+                                  frontend=frontend, cache_dir=cache_dir,
                                   **({"skip_bad": True} if skip_bad else {}), **options)
             for split in ("train", "evaluate")}
     for split, ds in made.items():
@@ -299,11 +307,9 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
     if runtime.is_main:
         directory.mkdir(parents=True, exist_ok=True)
 
-    # The classes come from the data, the frontend from the model: build, then fetch data, then rebuild
-    # with the dataset's class names (cheap).
-    probe = _build_model(stage, None)
+    # The frontend comes from the model's recipe, the classes from the data; then the model is built once.
     train_ds, eval_ds, train_features, eval_features = _stage_data(
-        rec, probe, runtime=runtime, root=root, cache_dir=cache_dir, data_cache=data_cache, say=say)
+        rec, _stage_frontend(stage), runtime=runtime, root=root, cache_dir=cache_dir, data_cache=data_cache, say=say)
     from asczoo.training.engine import derive_seed, seed_everything
 
     seed_everything(derive_seed(rec["seed"], index, "init"))  # the initial weights depend on the seed alone
