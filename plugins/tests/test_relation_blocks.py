@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import asczoo
+from relation_fixtures import randomise
 from asczoo import plugins
-from asczoo.recipes.schema import RecipeError
+from asczoo import RecipeError
 
 # Each case: the block's options, and what the reference must compute for them.
 CASES = {
@@ -38,22 +39,6 @@ CASES = {
 def make_block(case, channels=16, k=3):
     factory = plugins.get_part("relation_block", case["plugin"]).factory
     return factory(channels=channels, k=k, **case["options"])
-
-
-def randomise(block: torch.nn.Module, *, seed: int) -> None:
-    """Random non-zero weights everywhere, the output scale included, and random running stats."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in block.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(torch.rand(p.shape, generator=gen, dtype=p.dtype) + 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
-        for name, buf in block.named_buffers():
-            if name.endswith("running_mean"):
-                buf.copy_(torch.randn(buf.shape, generator=gen, dtype=buf.dtype) * 0.2)
-            elif name.endswith("running_var"):
-                buf.copy_(torch.rand(buf.shape, generator=gen, dtype=buf.dtype) + 0.5)
 
 
 # -- the reference: dense distances, explicit loops and concatenation, float64 --------------------

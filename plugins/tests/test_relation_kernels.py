@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 from asczoo_plugins.relation import aggregators, layers
 from asczoo_plugins.relation.aggregators import AttentivePool, LinearNormAttentiveSum
 from asczoo_plugins.relation.layers import FoldedLinearNorm, LinearNorm
-from test_relation_blocks import randomise
+from relation_fixtures import randomise
 
 
 class PlainLinearNorm(nn.Module):
