@@ -1,4 +1,4 @@
-"""The inflator's folded path against real Conv3d layers (SPEC section 4), forward and backward.
+"""The inflator's folded path against real Conv3d layers (docs/method.md section 4), forward and backward.
 
 ``resnet18-3d`` is built twice, with ``inflator.mode: folded`` (the 2D network on the B * N segments
 folded into the batch) and ``mode: conv3d`` (real ``Conv3d``/``BatchNorm3d``/``MaxPool3d`` layers

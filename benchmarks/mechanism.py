@@ -1,4 +1,4 @@
-"""Why relations matter (SPEC section 11), demonstrated: a task a 3D ResNet cannot learn and ATReSN can.
+"""Why relations matter (docs/method.md section 11), demonstrated: a task a 3D ResNet cannot learn and ATReSN can.
 
 The task. A clip is N segments; two of them, chosen at random, hold an event: the same event twice
 (class 1) or two different events (class 0). The other segments are silence (or, with

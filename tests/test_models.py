@@ -86,7 +86,7 @@ def test_unknown_model_and_tag_errors():
 
 
 def test_parameter_counts_of_full_size_models():
-    # A standard ResNet-18 (64-128-256-512) has about 11.2 M parameters (SPEC section 3).
+    # A standard ResNet-18 (64-128-256-512) has about 11.2 M parameters (docs/method.md section 3).
     counts = asczoo.create_model("resnet18-3d").parameter_counts()
     assert 11.1e6 < counts["total"] < 11.3e6
     assert counts["total"] == counts["backbone"] + counts["relations"] + counts["head"] + 0

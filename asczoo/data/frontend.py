@@ -65,7 +65,7 @@ def config_key(config: Mapping[str, Any], *extra: Any) -> str:
 def segment_starts(total_frames: int, segments: int, segment_frames: int) -> torch.Tensor:
     """First frame of each of ``segments`` windows of ``segment_frames`` over ``total_frames`` frames.
 
-    The paper's rule (SPEC section 2): segment ``s`` starts at ``s * floor((T - frames) / (N - 1))``, so
+    The paper's rule (docs/method.md section 2): segment ``s`` starts at ``s * floor((T - frames) / (N - 1))``, so
     the segments are in temporal order and overlap when the clip is short (T = 469, N = 8, 80 frames:
     hop 55). With ``N = 1`` the rule is undefined; the single segment is centred. ``T`` must be at
     least ``segment_frames`` (frontends pad short clips first).

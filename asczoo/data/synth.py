@@ -12,7 +12,7 @@ files, so that they load through ``dcase2019-task1a`` like the real development 
     CNN learns it in minutes, but not perfectly.
 
 ``relational``
-    The task of SPEC section 11: each clip holds two events of equal level over a constant noise bed,
+    The task of docs/method.md section 11: each clip holds two events of equal level over a constant noise bed,
     each inside the part of a different segment that no other segment covers (segments of the default
     ``dcase-logmel`` frontend), and the two segments do not overlap. The class is ``same`` (one event
     type twice) or ``different`` (two types). Pooled per-segment features cannot separate the classes;

@@ -172,7 +172,7 @@ def check_inflator(
     Checks: ``signature``, ``description``, ``inflate`` (returns a ``Backbone`` and a ``SegmentLayout``),
     ``parameter_names`` (the 2D backbone's state-dict keys, so ``load_2d_state`` of a segment model works),
     ``layout`` (clip tensors in and out as ``(B, N, C, F, T)``; ``from_segments`` inverts ``to_segments``),
-    ``segment_equivalence`` (SPEC 4: after ``load_2d_state``, the inflated network in eval mode equals the
+    ``segment_equivalence`` (docs/method.md section 4: after ``load_2d_state``, the inflated network in eval mode equals the
     2D network applied to each segment; ``segment_equivalence=False`` for inflators that mix segments from
     the start), ``gradients``, ``determinism``, ``cuda``.
     """

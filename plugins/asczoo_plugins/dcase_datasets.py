@@ -1,6 +1,6 @@
 """Dataset plugins: the DCASE 2019 and 2018 Task 1a development sets, and ``folder`` for one's own data.
 
-``dcase2019-task1a`` / ``dcase2018-task1a`` read the development-set layout (SPEC section 9)::
+``dcase2019-task1a`` / ``dcase2018-task1a`` read the development-set layout (docs/method.md section 9)::
 
     ROOT/audio/*.wav
     ROOT/meta.csv                          filename, scene_label, identifier, source_label (tab-separated)

@@ -1,4 +1,4 @@
-"""The ``dcase-logmel`` frontend: the paper's three-channel log-mel segments (SPEC section 2).
+"""The ``dcase-logmel`` frontend: the paper's three-channel log-mel segments (docs/method.md section 2).
 
 Per clip: left, right and left-minus-right waveforms; for each a centred power STFT (Hann window of
 ``n_fft``, hop ``hop_length``), 128 HTK mel bands without area normalisation from ``f_min`` to
@@ -489,7 +489,7 @@ def dcase_logmel(
     long_clips: Literal["segment", "crop"] = "segment",
     pad_mode: Literal["reflect", "constant"] = "reflect",
 ) -> DcaseLogMel:
-    """Three-channel (L, R, L-R) HTK log-mel segments of the ATReSN-Net paper (SPEC section 2)."""
+    """Three-channel (L, R, L-R) HTK log-mel segments of the ATReSN-Net paper (docs/method.md section 2)."""
     return DcaseLogMel(
         sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, f_min=f_min,
         f_max=f_max, segments=segments, segment_frames=segment_frames, clip_seconds=clip_seconds,

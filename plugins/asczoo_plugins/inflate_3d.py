@@ -1,4 +1,4 @@
-"""Inflator plugin ``inflate-3d``: a 2D backbone becomes a 3D one over the segment axis (SPEC section 4).
+"""Inflator plugin ``inflate-3d``: a 2D backbone becomes a 3D one over the segment axis (docs/method.md section 4).
 
 Every 2D convolution, batch norm and pooling becomes its 3D form with a 1 x k x k kernel, the 2D
 weights copied in; no parameter is added. Two modes compute the same function:

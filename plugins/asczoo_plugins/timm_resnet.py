@@ -1,4 +1,4 @@
-"""Backbone plugin ``timm-resnet``: timm's ResNet-18 and pre-activation ResNet-18 (SPEC section 3).
+"""Backbone plugin ``timm-resnet``: timm's ResNet-18 and pre-activation ResNet-18 (docs/method.md section 3).
 
 ``arch`` selects ``resnet18`` (torchvision-style ResNet) or ``resnetv2_18`` (pre-activation, the
 paper's "PreAct-18"). ``stem`` selects the input stem:

@@ -1,4 +1,4 @@
-"""The inflation invariant (SPEC section 4) and the stage 1 -> stage 2 initialisation."""
+"""The inflation invariant (docs/method.md section 4) and the stage 1 -> stage 2 initialisation."""
 
 from __future__ import annotations
 

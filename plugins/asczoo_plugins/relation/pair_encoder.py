@@ -1,7 +1,7 @@
 """The pair-wise temporal relation encoder (PaTRE, paper eq. 2): ``e = f([x_i, x_s, pos])``.
 
 ``f`` is a shared MLP, 1x1 conv + batch norm + ReLU per layer, of widths C/4 and C/2 by default
-(SPEC section 5: the authors' code ends at C/2 and lifts to C in the block's output layer).
+(docs/method.md section 5: the authors' code ends at C/2 and lifts to C in the block's output layer).
 
 Its first layer applied to the concatenation equals ``W_i x_i + W_s x_s + W_p pos``. ``W_i x_i`` and
 ``W_s x_s`` depend on one point only, so they are computed once per point ``(B, P, C/4)`` and the

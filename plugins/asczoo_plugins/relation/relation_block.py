@@ -1,4 +1,4 @@
-"""The composable relation block and its presets ``atresn``, ``tresn`` and ``senot`` (SPEC 5, 6).
+"""The composable relation block and its presets ``atresn``, ``tresn`` and ``senot`` (docs/method.md sections 5 and 6).
 
 A block maps a feature map ``X (B, N, C, F, T)`` to ``X + R(X)``, the residual sum (the host adds
 nothing). ``R`` is built from parts, each replaceable by name:
@@ -11,7 +11,7 @@ nothing). ``R`` is built from parts, each replaceable by name:
 5. output: 1x1 conv to C and batch norm whose scale starts at 0, so a fresh block returns ``X``
    exactly and a fresh relation network computes what its plain backbone computes.
 
-The presets differ only in their defaults (SPEC section 6):
+The presets differ only in their defaults (docs/method.md section 6):
 
 ======  ==================  ===========
 preset  position encoding   aggregator
