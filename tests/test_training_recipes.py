@@ -157,3 +157,22 @@ def test_in_process_plugin_training_recipes_are_seen():
 
     assert plugins.register_plugin(Recipes(), "in-process-recipes")
     assert "my-in-process-recipe" in training_recipes.list_training_recipes()
+
+
+def test_section_defaults_come_from_the_settings_dataclasses():
+    import dataclasses
+
+    from asczoo.recipes.settings import DataSettings, EngineSettings, StageSettings
+    from asczoo.training.engine import setup_runtime
+
+    recipe = {"stages": [{"name": "one", "model": "resnet18-segments", "epochs": 1, "batch_size": 2,
+                          "optimizer": {"name": "sgd", "lr": 0.1}}]}
+    out = training_recipes.validate_training_recipe(recipe, where="test", check_parts=False)
+    assert out["engine"] == dataclasses.asdict(EngineSettings())
+    assert {k: out["data"][k] for k in ("dataset", "fold", "cache_dtype")} == {
+        k: getattr(DataSettings(), k) for k in ("dataset", "fold", "cache_dtype")}
+    defaults = {f.name: f.default for f in dataclasses.fields(StageSettings) if f.default is not dataclasses.MISSING}
+    stage = out["stages"][0]
+    assert {k: stage[k] for k in ("unit", "keep", "eval_every", "drop_last", "label_smoothing")} == {
+        k: defaults[k] for k in ("unit", "keep", "eval_every", "drop_last", "label_smoothing")}
+    assert setup_runtime({}) == setup_runtime(EngineSettings())

@@ -38,6 +38,7 @@ import yaml
 from asczoo import plugins
 from asczoo.names import NAME_RE, split_name
 from asczoo.parts import SECTIONS as SECTION_KINDS
+from asczoo.recipes.merge import deep_merge
 from asczoo.recipes.schema import RecipeError, check_arguments
 from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_PATTERN
 
@@ -53,20 +54,6 @@ REQUIRED_SECTIONS = ("backbone", "inflator", "head", "frontend")
 WEIGHT_KEYS = {"repo_id", "revision", "description", "metrics", "license", "default"}
 _PLACEMENT_RE = re.compile(PLACEMENT_PATTERN)
 ENV_VAR = "ASCZOO_REGISTRY"
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A copy of ``base`` with ``override`` merged in: mappings merge key by key, other values replace.
-
-    An override value of ``None`` for a section removes it (``{"relation": None}`` drops the block).
-    """
-    merged = copy.deepcopy(dict(base))
-    for key, value in (override or {}).items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 class RecipeEntry:

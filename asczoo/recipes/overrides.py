@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from asczoo.recipes.merge import merge
 from asczoo.recipes.schema import RecipeError
 
 
@@ -33,10 +34,9 @@ def parse_override(item: str) -> dict[str, Any]:
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """Several ``--set`` items merged into one nested mapping (later items win)."""
-    from asczoo.recipes.model_recipes import deep_merge
-
+    """Several ``--set`` items merged into one nested mapping (later items win); model and training
+    recipes both take it (a dotted key may address a list item by index or ``name``: ``stages.1.epochs``)."""
     merged: dict[str, Any] = {}
     for item in items:
-        merged = deep_merge(merged, parse_override(item))
+        merged = merge(merged, parse_override(item))
     return merged

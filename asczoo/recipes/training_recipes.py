@@ -48,13 +48,16 @@ import re
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 
 from asczoo import plugins
 from asczoo.names import NAME_RE
 from asczoo.recipes.model_recipes import model_recipe, read_recipe_file
+from asczoo.recipes.merge import merge
+from asczoo.recipes.overrides import parse_overrides
 from asczoo.recipes.schema import RecipeError, check_arguments
+from asczoo.recipes.settings import DataSettings, EngineSettings, StageSettings
 
 RECIPE_KEYS = {"description", "extends", "paper", "notes", "data", "seed", "engine", "stages"}
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -62,46 +65,8 @@ _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 # -- the schema: each section is a keyword-only signature (checked with check_arguments) ---------------
 
-def data_section(
-    *,
-    dataset: str = "dcase2019-task1a",
-    root: str | None = None,
-    fold: int | None = 1,
-    cache: str | None = None,
-    cache_dtype: Literal["float16", "float32"] = "float16",
-    options: dict | None = None,
-    synth: dict | None = None,
-) -> None:
-    """``data``: the dataset plugin, its root (``--data`` wins), fold, feature-cache folder (default
-    ``ROOT/.asczoo-cache``), options for the plugin, and ``synth`` (options of
-    :func:`asczoo.data.synth.synthesize`: a dataset written into the root when it has none yet)."""
-
-
-def engine_section(
-    *,
-    device: str = "auto",
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto",
-    channels_last: bool | Literal["auto"] = "auto",
-    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = False,
-    num_workers: int | Literal["auto"] = "auto",
-    data_on_device: bool | Literal["auto"] = "auto",
-    sync_batchnorm: bool = False,
-    eval_batch_size: int | None = None,
-    deterministic: bool = False,
-    threads: int | None = None,
-    progress: bool | Literal["auto"] = "auto",
-    tensorboard: bool | Literal["auto"] = "auto",
-) -> None:
-    """``engine``: how to run, not what to learn (so it may change on ``--resume``).
-
-    ``device`` auto picks ``cuda:LOCAL_RANK``, else CPU. ``precision`` auto is bf16 autocast on CUDA,
-    fp32 elsewhere; ``channels_last`` auto is on for CUDA. ``compile`` wraps the model in
-    ``torch.compile`` (a mode name picks the mode). ``data_on_device`` auto holds all features on the
-    device when they fit (half of free GPU memory, a quarter of RAM on CPU), else streams them from
-    the cache through a DataLoader with ``num_workers`` workers and pinned memory. ``sync_batchnorm``
-    makes batch norm use the statistics of the global batch under DDP (then a multi-process run
-    computes what one process computes on the same global batch).
-    """
+#: the section schemas (kept under their former names)
+data_section, engine_section, stage_section = DataSettings, EngineSettings, StageSettings
 
 
 def sgd(*, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
@@ -137,81 +102,10 @@ OPTIMIZERS = {"sgd": sgd, "adam": adam, "adamw": adamw}
 SCHEDULES = {"step": step, "multistep": multistep, "cosine": cosine, "constant": constant}
 
 
-def stage_section(
-    *,
-    name: str,
-    model: str,
-    description: str = "",
-    overrides: dict | None = None,
-    init_from: str | None = None,
-    unit: Literal["segment", "clip"] = "clip",
-    epochs: int,
-    batch_size: int,
-    optimizer: dict,
-    schedule: dict | None = None,
-    augment: list | None = None,
-    label_smoothing: float = 0.0,
-    drop_last: bool = True,
-    keep: Literal["best", "last"] = "best",
-    eval_every: int = 1,
-    eval_at_start: bool | None = None,
-) -> None:
-    """One stage: train ``model`` (with ``overrides``) for ``epochs``.
-
-    ``unit: segment`` trains on single segments (each clip's N segments become N samples of shape
-    (1, 3, F, T), the paper's stage 1); ``clip`` on whole segment sequences. Evaluation is always on
-    clips. ``init_from`` names an earlier stage (its kept model) or a saved model folder /
-    ``model.safetensors``. ``keep`` chooses which weights the stage hands on: the epoch with the best
-    evaluation accuracy, or the last. ``eval_at_start`` (default: when ``init_from`` is set) evaluates
-    the initialised model before the first step (epoch 0 in the metrics).
-    """
-
-
 # -- merging with stages addressable by index or name ---------------------------------------------------
 
-def merge(base: Any, override: Any, *, path: str = "") -> Any:
-    """Deep-merge ``override`` into a copy of ``base``.
-
-    Mappings merge key by key; a mapping merged into a list addresses its items by index (``"1"`` or
-    ``1``) or by their ``name``; any other value replaces. ``path`` is the dotted key, for messages.
-    """
-    if isinstance(override, Mapping) and isinstance(base, Mapping):
-        out = copy.deepcopy(dict(base))
-        for key, value in override.items():
-            sub = f"{path}.{key}" if path else str(key)
-            out[key] = merge(out[key], value, path=sub) if key in out else copy.deepcopy(value)
-        return out
-    if isinstance(override, Mapping) and isinstance(base, list):
-        out = copy.deepcopy(base)
-        for key, value in override.items():
-            index = _list_index(out, key, path)
-            out[index] = merge(out[index], value, path=f"{path}.{key}")
-        return out
-    return copy.deepcopy(override)
-
-
-def _list_index(items: list, key: Any, path: str) -> int:
-    if isinstance(key, int) and not isinstance(key, bool) or isinstance(key, str) and key.isdigit():
-        index = int(key)
-        if not 0 <= index < len(items):
-            raise RecipeError(f"key '{path}.{key}': index {index} is out of range (there are {len(items)} items, "
-                              "counted from 0)")
-        return index
-    names = [item.get("name") if isinstance(item, Mapping) else None for item in items]
-    if key in names:
-        return names.index(key)
-    known = ", ".join(str(n) for n in names if n is not None) or "none"
-    raise RecipeError(f"key '{path}.{key}': no item named {key!r} (names: {known}; or use an index from 0)")
-
-
-def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``--set`` items (``stages.1.epochs=3``) -> a nested mapping for :func:`merge`."""
-    from asczoo.recipes.overrides import parse_override
-
-    merged: dict[str, Any] = {}
-    for item in items:
-        merged = merge(merged, parse_override(item))
-    return merged
+#: ``--set`` items (``stages.1.epochs=3``) -> a nested mapping for :func:`merge` (the one parser)
+parse_set = parse_overrides
 
 
 # -- validation -------------------------------------------------------------------------------------------

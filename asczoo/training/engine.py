@@ -48,6 +48,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader, Dataset
 
+from asczoo.data.augment import create_augmentations, one_hot
+from asczoo.recipes.settings import EngineSettings
+from asczoo.training.checkpoint import Checkpointer, rng_state, set_rng_state
+
 # -- runtime: device, ranks, precision ----------------------------------------------------------------------
 
 
@@ -109,12 +113,15 @@ class Runtime:
         return ", ".join(parts)
 
 
-def setup_runtime(engine: Mapping[str, Any]) -> Runtime:
-    """Pick the device, join the process group under ``torchrun``, resolve the ``auto`` settings."""
+def setup_runtime(engine: EngineSettings | Mapping[str, Any]) -> Runtime:
+    """Pick the device, join the process group under ``torchrun``, resolve the ``auto`` settings.
+
+    ``engine``: the recipe's ``engine`` section; missing keys take :class:`EngineSettings`' defaults."""
+    settings = EngineSettings.of(engine)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    wanted = engine.get("device", "auto")
+    wanted = settings.device
     if wanted == "auto":
         if torch.cuda.is_available():
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
@@ -136,25 +143,25 @@ def setup_runtime(engine: Mapping[str, Any]) -> Runtime:
         owns_group = True
     if dist.is_initialized():
         world_size, rank = dist.get_world_size(), dist.get_rank()
-    precision = engine.get("precision", "auto")
+    precision = settings.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    channels_last = engine.get("channels_last", "auto")
+    channels_last = settings.channels_last
     if channels_last == "auto":
         channels_last = device.type == "cuda"
-    if engine.get("threads"):
-        torch.set_num_threads(int(engine["threads"]))
+    if settings.threads:
+        torch.set_num_threads(int(settings.threads))
     elif device.type == "cpu" and world_size > 1:  # processes share the cores: do not oversubscribe them
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    workers = engine.get("num_workers", "auto")
+    workers = settings.num_workers
     if workers == "auto":
         per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         workers = max(0, min(8, per_process - 1))
-    progress = engine.get("progress", "auto")
+    progress = settings.progress
     if progress == "auto":
         progress = sys.stderr.isatty()
-    if engine.get("deterministic"):
+    if settings.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -164,9 +171,9 @@ def setup_runtime(engine: Mapping[str, Any]) -> Runtime:
         torch.backends.cudnn.allow_tf32 = True
     return Runtime(
         device=device, rank=rank, world_size=world_size, local_rank=local_rank, precision=precision,
-        channels_last=bool(channels_last), compile=engine.get("compile", False),
-        sync_batchnorm=bool(engine.get("sync_batchnorm", False)), num_workers=int(workers),
-        data_on_device=engine.get("data_on_device", "auto"), progress=bool(progress) and rank == 0,
+        channels_last=bool(channels_last), compile=settings.compile,
+        sync_batchnorm=bool(settings.sync_batchnorm), num_workers=int(workers),
+        data_on_device=settings.data_on_device, progress=bool(progress) and rank == 0,
         owns_group=owns_group,
     )
 
@@ -523,7 +530,8 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
 
 @dataclasses.dataclass
 class StageSpec:
-    """What :func:`fit` needs to know about one stage (from the training recipe)."""
+    """What :func:`fit` needs to know about one stage: the stage's validated settings
+    (:class:`asczoo.recipes.settings.StageSettings`, defaults filled in) plus its place in the run."""
 
     name: str
     index: int
@@ -540,6 +548,13 @@ class StageSpec:
     eval_at_start: bool
     eval_batch_size: int
     seed: int
+
+    @classmethod
+    def of(cls, stage: Mapping[str, Any], *, index: int, seed: int, eval_batch_size: int) -> StageSpec:
+        """From a validated stage mapping of a training recipe."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in stage.items() if k in names}, index=index, seed=seed,
+                   eval_batch_size=eval_batch_size)
 
 
 class MetricsLog:
@@ -622,81 +637,113 @@ def fit(
 
     Writes (rank 0) ``checkpoint.json`` + ``checkpoints/`` every epoch, ``metrics.jsonl`` and
     TensorBoard logs. The returned dict has ``history``, ``best`` (epoch, accuracy, evaluation) and
-    ``kept_state`` (the weights the stage hands on: best or last, per ``stage.keep``).
+    ``kept_state`` (the weights the stage hands on: best or last, per ``stage.keep``). The steps are
+    :class:`StageLoop`'s: resume, evaluate the start, then per epoch train, validate, checkpoint and
+    report, and finally hand on the kept weights.
     """
-    from tqdm.auto import tqdm
+    loop = StageLoop(model, stage, train=train, evaluate=evaluate, runtime=runtime, directory=directory,
+                     tensorboard=tensorboard, callbacks=callbacks, log=log, run_metrics=run_metrics,
+                     previous_history=previous_history)
+    loop.resume()
+    loop.evaluate_start()
+    for epoch in range(loop.start_epoch, stage.epochs + 1):
+        row = loop.train_epoch(epoch)
+        improved = loop.validate(epoch, row)
+        loop.checkpoint(epoch, row, improved)
+        loop.report(epoch, row)
+    return loop.finish()
 
-    from asczoo.data.augment import create_augmentations, one_hot
-    from asczoo.training.checkpoint import Checkpointer, set_rng_state
 
-    module = model.to(runtime.device)
-    if runtime.channels_last:
-        to_channels_last(module)
-    num_classes = module.num_classes
-    optimizer = build_optimizer(module, stage.optimizer)
-    schedule = build_schedule(optimizer, stage.schedule, stage.epochs)
-    augment = create_augmentations(stage.augment)
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision == "fp16")
-    checkpointer = Checkpointer(directory, writer=runtime.is_main)
-    checkpointer.clean_temporary()
+class StageLoop:
+    """The state of one stage's training and its steps (see :func:`fit`)."""
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    start_epoch = 1
-    info = checkpointer.latest()
-    if info is not None:
-        weights, state = checkpointer.load(info)
-        module.load_state_dict(weights, strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
-        if "scaler" in state and state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        history = json.loads(state["history"])
-        best = json.loads(state["best"]) if state.get("best") else None
-        start_epoch = int(state["epoch"]) + 1
-        log(f"{stage.name}: resuming after epoch {state['epoch']} of {stage.epochs}")
+    def __init__(self, model: nn.Module, stage: StageSpec, *, train: Features, evaluate: Features,
+                 runtime: Runtime, directory: Path, tensorboard: bool | str, callbacks: Sequence[Any],
+                 log: Callable[[str], None], run_metrics: Path | None,
+                 previous_history: Sequence[Mapping[str, Any]]) -> None:
+        self.stage, self.evaluate_source, self.runtime, self.callbacks, self.log = stage, evaluate, runtime, callbacks, log
+        self.directory, self.tensorboard, self.run_metrics = directory, tensorboard, run_metrics
+        self.previous_history = previous_history
+        module = self.module = model.to(runtime.device)
+        if runtime.channels_last:
+            to_channels_last(module)
+        self.num_classes = module.num_classes
+        self.optimizer = build_optimizer(module, stage.optimizer)
+        self.schedule = build_schedule(self.optimizer, stage.schedule, stage.epochs)
+        self.augment = create_augmentations(stage.augment)
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision == "fp16")
+        self.checkpointer = Checkpointer(directory, writer=runtime.is_main)
+        self.checkpointer.clean_temporary()
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.start_epoch = 1
+        self.resumed = False
+        self.segments = module.input_shape[0]
+        self.stream = BatchStream(train, unit=stage.unit, segments=self.segments, batch_size=stage.batch_size,
+                                  runtime=runtime, seed=derive_seed(stage.seed, stage.index),
+                                  drop_last=stage.drop_last, shuffle=True)
+        self.global_sizes = self.stream.sampler.global_sizes()
+        self.unit_name = "segments" if stage.unit == "segment" else "clips"
 
-    runner: nn.Module = module
-    if runtime.distributed:
-        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        runner = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=not runtime.sync_batchnorm)
-    if runtime.compile:
-        mode = None if runtime.compile is True else runtime.compile
-        runner = torch.compile(runner, mode=mode)
-    sync_bn = GlobalBatchNorm() if runtime.distributed and runtime.sync_batchnorm else contextlib.nullcontext()
+    # -- state and resume ----------------------------------------------------------------------------
 
-    segments = module.input_shape[0]
-    stream = BatchStream(train, unit=stage.unit, segments=segments, batch_size=stage.batch_size, runtime=runtime,
-                         seed=derive_seed(stage.seed, stage.index), drop_last=stage.drop_last, shuffle=True)
-    global_sizes = stream.sampler.global_sizes()
-    logger = MetricsLog(directory, runtime=runtime, tensorboard=tensorboard,
-                        purge_step=start_epoch if info is not None else None, prefix=stage.name,
-                        run_metrics=run_metrics, previous=previous_history)
-    if logger.tensorboard_note and start_epoch == 1:
-        log(logger.tensorboard_note)
-    unit_name = "segments" if stage.unit == "segment" else "clips"
+    def resume(self) -> None:
+        """Load the stage's latest checkpoint if there is one; wrap the model for DDP and compile;
+        open the metrics log."""
+        stage, runtime, module = self.stage, self.runtime, self.module
+        info = self.checkpointer.latest()
+        if info is not None:
+            weights, state = self.checkpointer.load(info)
+            module.load_state_dict(weights, strict=True)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["scheduler"])
+            if "scaler" in state and state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            self.history = json.loads(state["history"])
+            self.best = json.loads(state["best"]) if state.get("best") else None
+            self.start_epoch = int(state["epoch"]) + 1
+            self.resumed = True
+            self.log(f"{stage.name}: resuming after epoch {state['epoch']} of {stage.epochs}")
 
-    def evaluate_now() -> dict[str, Any]:
-        return evaluate_features(module, evaluate, runtime=runtime, batch_size=stage.eval_batch_size,
-                                 num_classes=num_classes)
+        runner: nn.Module = module
+        if runtime.distributed:
+            device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+            runner = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=not runtime.sync_batchnorm)
+        if runtime.compile:
+            mode = None if runtime.compile is True else runtime.compile
+            runner = torch.compile(runner, mode=mode)
+        self.runner = runner
+        self.sync_bn = GlobalBatchNorm() if runtime.distributed and runtime.sync_batchnorm else contextlib.nullcontext()
+        self.logger = MetricsLog(self.directory, runtime=runtime, tensorboard=self.tensorboard,
+                                 purge_step=self.start_epoch if self.resumed else None, prefix=stage.name,
+                                 run_metrics=self.run_metrics, previous=self.previous_history)
+        if self.logger.tensorboard_note and self.start_epoch == 1:
+            self.log(self.logger.tensorboard_note)
+        self.epoch_times = [row["seconds"] for row in self.history if "seconds" in row]
 
-    def is_better(result: dict[str, Any]) -> bool:
-        return best is None or result["accuracy"] > best["accuracy"]
+    def evaluate_start(self) -> None:
+        """Evaluate the initialised model (epoch 0) when the stage asks for it; tell the callbacks."""
+        stage = self.stage
+        if self.start_epoch == 1 and stage.eval_at_start:
+            result = self.evaluate_now()
+            row = {"stage": stage.name, "epoch": 0, "lr": self.optimizer.param_groups[0]["lr"],
+                   "eval_loss": result["loss"], "eval_accuracy": result["accuracy"]}
+            self.history.append(row)
+            self.log(f"{stage.name} epoch 0 (initialised): eval accuracy {100 * result['accuracy']:.2f}%")
+        for callback in self.callbacks:
+            if hasattr(callback, "on_fit_start"):
+                callback.on_fit_start(stage=stage, model=self.module, start_epoch=self.start_epoch)
 
-    best_state: dict[str, torch.Tensor] | None = None
-    if start_epoch == 1 and stage.eval_at_start:
-        result = evaluate_now()
-        row = {"stage": stage.name, "epoch": 0, "lr": optimizer.param_groups[0]["lr"], "eval_loss": result["loss"],
-               "eval_accuracy": result["accuracy"]}
-        history.append(row)
-        log(f"{stage.name} epoch 0 (initialised): eval accuracy {100 * result['accuracy']:.2f}%")
-    for callback in callbacks:
-        if hasattr(callback, "on_fit_start"):
-            callback.on_fit_start(stage=stage, model=module, start_epoch=start_epoch)
+    # -- one epoch -------------------------------------------------------------------------------------
 
-    epoch_times = [row["seconds"] for row in history if "seconds" in row]
-    for epoch in range(start_epoch, stage.epochs + 1):
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the training batches; returns the epoch's metrics row."""
+        from tqdm.auto import tqdm
+
+        stage, runtime, runner, optimizer, scaler = self.stage, self.runtime, self.runner, self.optimizer, self.scaler
+        global_sizes, segments, num_classes = self.global_sizes, self.segments, self.num_classes
         seed_everything(derive_seed(stage.seed, stage.index, epoch, runtime.rank))
         runner.train()
         began = time.perf_counter()
@@ -705,10 +752,10 @@ def fit(
         bar = tqdm(total=len(global_sizes), desc=f"{stage.name} {epoch}/{stage.epochs}", unit="batch",
                    disable=not runtime.progress, leave=False, dynamic_ncols=True)
         seen, shown = 0, -1.0
-        for step, (features, labels) in enumerate(stream.epoch(epoch)):
+        for step, (features, labels) in enumerate(self.stream.epoch(epoch)):
             targets = one_hot(labels, num_classes)
-            features, targets = augment(features, targets)
-            with sync_bn, autocast(runtime):
+            features, targets = self.augment(features, targets)
+            with self.sync_bn, autocast(runtime):
                 logits = runner(features)
             losses = soft_cross_entropy(logits, targets, stage.label_smoothing)
             loss = losses.sum() * (runtime.world_size / global_sizes[step])
@@ -731,68 +778,85 @@ def fit(
                 bar.set_postfix_str(f"loss {float(totals[0] / totals[2]):.3f} acc {100 * float(totals[1] / totals[2]):.1f}% "
                                     f"{clips / max(elapsed, 1e-9):.0f} clips/s")
         bar.close()
-        schedule.step()
+        self.schedule.step()
         runtime.all_reduce(totals)
         seconds = time.perf_counter() - began
-        row = {
+        return {
             "stage": stage.name, "epoch": epoch, "lr": lr,
             "train_loss": float(totals[0] / totals[2]), "train_accuracy": float(totals[1] / totals[2]),
-            f"{unit_name}_per_s": float(totals[2]) / seconds,
+            f"{self.unit_name}_per_s": float(totals[2]) / seconds,
             "clips_per_s": float(totals[2]) / seconds / (segments if stage.unit == "segment" else 1),
             "seconds": seconds,
         }
+
+    # -- validation and keeping the best -------------------------------------------------------------
+
+    def evaluate_now(self) -> dict[str, Any]:
+        return evaluate_features(self.module, self.evaluate_source, runtime=self.runtime,
+                                 batch_size=self.stage.eval_batch_size, num_classes=self.num_classes)
+
+    def validate(self, epoch: int, row: dict[str, Any]) -> bool:
+        """Evaluate when due; record the best epoch (and its weights); returns whether it improved."""
+        stage, best = self.stage, self.best
         improved = False
         if epoch % stage.eval_every == 0 or epoch == stage.epochs:
-            result = evaluate_now()
+            result = self.evaluate_now()
             row.update({"eval_loss": result["loss"], "eval_accuracy": result["accuracy"]})
-            if is_better(result):
-                best = {"epoch": epoch, "accuracy": result["accuracy"], "evaluation": result}
+            if best is None or result["accuracy"] > best["accuracy"]:
+                self.best = best = {"epoch": epoch, "accuracy": result["accuracy"], "evaluation": result}
                 improved = True
         row["best_accuracy"] = best["accuracy"] if best else None
         row["best_epoch"] = best["epoch"] if best else None
-        history.append(row)
-        epoch_times.append(seconds)
+        self.history.append(row)
+        self.epoch_times.append(row["seconds"])
         if improved:
-            best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        return improved
+
+    def checkpoint(self, epoch: int, row: Mapping[str, Any], improved: bool) -> None:
+        """Write the epoch's checkpoint (and the best weights when they improved) and the metrics."""
+        best = self.best
         state = {
-            "epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": _rng(),
-            "history": json.dumps(history, default=_json_default),
+            "epoch": epoch, "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {}, "rng": rng_state(),
+            "history": json.dumps(self.history, default=_json_default),
             "best": json.dumps(best, default=_json_default) if best else "",
         }
-        checkpointer.save(
-            epoch=epoch, model_state=module.state_dict(), state=state,
-            best_state=best_state if improved else None,
+        self.checkpointer.save(
+            epoch=epoch, model_state=self.module.state_dict(), state=state,
+            best_state=self.best_state if improved else None,
             best={"epoch": best["epoch"], "accuracy": best["accuracy"]} if improved else None,
-            metadata={"stage": stage.name},
+            metadata={"stage": self.stage.name},
         )
-        logger.write(history)
-        logger.scalars(row)
-        runtime.barrier()
-        eta = (sum(epoch_times) / len(epoch_times)) * (stage.epochs - epoch)
+        self.logger.write(self.history)
+        self.logger.scalars(row)
+        self.runtime.barrier()
+
+    def report(self, epoch: int, row: Mapping[str, Any]) -> None:
+        """One log line for the epoch, and the callbacks' ``on_epoch_end``."""
+        stage, best = self.stage, self.best
+        eta = (sum(self.epoch_times) / len(self.epoch_times)) * (stage.epochs - epoch)
         evaluation = (f"  eval {100 * row['eval_accuracy']:.2f}% (best {100 * best['accuracy']:.2f}% @ {best['epoch']})"
                       if "eval_accuracy" in row else "")
-        log(f"{stage.name} epoch {epoch}/{stage.epochs}  loss {row['train_loss']:.4f}  "
-            f"acc {100 * row['train_accuracy']:.2f}%{evaluation}  lr {lr:.3g}  "
-            f"{row['clips_per_s']:.1f} clips/s  {seconds:.1f}s  ETA {_format_eta(eta)}")
-        for callback in callbacks:
+        self.log(f"{stage.name} epoch {epoch}/{stage.epochs}  loss {row['train_loss']:.4f}  "
+                 f"acc {100 * row['train_accuracy']:.2f}%{evaluation}  lr {row['lr']:.3g}  "
+                 f"{row['clips_per_s']:.1f} clips/s  {row['seconds']:.1f}s  ETA {_format_eta(eta)}")
+        for callback in self.callbacks:
             if hasattr(callback, "on_epoch_end"):
                 callback.on_epoch_end(stage=stage, epoch=epoch, metrics=row)
-    logger.close()
 
-    final = checkpointer.latest() if runtime.is_main else None
-    last_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    if stage.keep == "best" and best is not None:
-        if best_state is None:  # the best epoch was before a resume: read it back
-            info = final if final is not None else checkpointer.latest()
-            best_state = checkpointer.load_best(info) if info else None
-        kept = best_state if best_state is not None else last_state
-    else:
-        kept = last_state
-    return {"history": history, "best": best, "kept_state": kept, "last_epoch": stage.epochs}
-
-
-def _rng() -> dict[str, Any]:
-    from asczoo.training.checkpoint import rng_state
-
-    return rng_state()
+    def finish(self) -> dict[str, Any]:
+        """Close the log; the summary with the weights the stage hands on (best or last)."""
+        self.logger.close()
+        checkpointer, best = self.checkpointer, self.best
+        final = checkpointer.latest() if self.runtime.is_main else None
+        last_state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        best_state = self.best_state
+        if self.stage.keep == "best" and best is not None:
+            if best_state is None:  # the best epoch was before a resume: read it back
+                info = final if final is not None else checkpointer.latest()
+                best_state = checkpointer.load_best(info) if info else None
+            kept = best_state if best_state is not None else last_state
+        else:
+            kept = last_state
+        return {"history": self.history, "best": best, "kept_state": kept, "last_epoch": self.stage.epochs}

@@ -333,13 +333,7 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
     segments = model.input_shape[0]
     eval_batch = rec["engine"]["eval_batch_size"] or (
         stage["batch_size"] if stage["unit"] == "clip" else max(1, stage["batch_size"] // segments))
-    spec = StageSpec(
-        name=stage["name"], index=index, unit=stage["unit"], epochs=stage["epochs"], batch_size=stage["batch_size"],
-        optimizer=stage["optimizer"], schedule=stage["schedule"], augment=stage["augment"],
-        label_smoothing=stage["label_smoothing"], drop_last=stage["drop_last"], keep=stage["keep"],
-        eval_every=stage["eval_every"], eval_at_start=stage["eval_at_start"], eval_batch_size=eval_batch,
-        seed=rec["seed"],
-    )
+    spec = StageSpec.of(stage, index=index, seed=rec["seed"], eval_batch_size=eval_batch)
     previous = [row for r in results.values() for row in r.history]
     summary = fit(model, spec, train=train_features, evaluate=eval_features, runtime=runtime, directory=directory,
                   tensorboard=rec["engine"]["tensorboard"], callbacks=callbacks, log=say,

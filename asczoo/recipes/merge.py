@@ -1,0 +1,49 @@
+"""The one deep merge of recipes, overrides and ``--set`` values, for model and training recipes alike."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+from asczoo.recipes.schema import RecipeError
+
+
+def merge(base: Any, override: Any, *, path: str = "") -> Any:
+    """Deep-merge ``override`` into a copy of ``base``.
+
+    Mappings merge key by key; a mapping merged into a list addresses its items by index (``"1"`` or
+    ``1``) or by their ``name``; any other value replaces (``None`` included: ``{"relation": None}``
+    drops a model's relation blocks). ``path`` is the dotted key, for messages.
+    """
+    if isinstance(override, Mapping) and isinstance(base, Mapping):
+        out = copy.deepcopy(dict(base))
+        for key, value in override.items():
+            sub = f"{path}.{key}" if path else str(key)
+            out[key] = merge(out[key], value, path=sub) if key in out else copy.deepcopy(value)
+        return out
+    if isinstance(override, Mapping) and isinstance(base, list):
+        out = copy.deepcopy(base)
+        for key, value in override.items():
+            index = _list_index(out, key, path)
+            out[index] = merge(out[index], value, path=f"{path}.{key}")
+        return out
+    return copy.deepcopy(override)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """:func:`merge` of two mappings; no override gives a copy of ``base``."""
+    return copy.deepcopy(dict(base)) if override is None else merge(dict(base), override)
+
+
+def _list_index(items: list, key: Any, path: str) -> int:
+    if isinstance(key, int) and not isinstance(key, bool) or isinstance(key, str) and key.isdigit():
+        index = int(key)
+        if not 0 <= index < len(items):
+            raise RecipeError(f"key '{path}.{key}': index {index} is out of range (there are {len(items)} items, "
+                              "counted from 0)")
+        return index
+    names = [item.get("name") if isinstance(item, Mapping) else None for item in items]
+    if key in names:
+        return names.index(key)
+    known = ", ".join(str(n) for n in names if n is not None) or "none"
+    raise RecipeError(f"key '{path}.{key}': no item named {key!r} (names: {known}; or use an index from 0)")
