@@ -130,3 +130,22 @@ def test_paper_figures_are_not_inherited_by_other_files():
     asczoo.register_recipes({"models": {"users-variant": {"extends": "resnet18-3d"}}})
     assert "paper" not in asczoo.model_recipe("users-variant")
     assert asczoo.model_recipe("preact18-3d")["paper"]["params_m"] == 22.3  # same file: inherited
+
+
+@pytest.mark.parametrize("registry_class", ["model", "training"])
+def test_one_named_registry_checks_names_extends_and_cycles_for_both_kinds(registry_class):
+    from asczoo.recipes._named import NamedRegistry
+    from asczoo.recipes.model_recipes import RecipeRegistry
+    from asczoo.recipes.training_recipes import TrainingRecipeRegistry
+
+    cls = RecipeRegistry if registry_class == "model" else TrainingRecipeRegistry
+    assert issubclass(cls, NamedRegistry)
+    reg = cls()
+    section = cls.section
+    with pytest.raises(asczoo.RecipeError, match="forms a cycle: a -> b -> a"):
+        reg.add_source({"version": 1, section: {"a": {"extends": "b"}, "b": {"extends": "a"}}}, owner="t", strict=True)
+    with pytest.raises(asczoo.RecipeError, match=f"names 'nowhere', which is not a known {cls.kind}"):
+        reg.add_source({"version": 1, section: {"c": {"extends": "nowhere"}}}, owner="t", strict=True)
+    with pytest.raises(asczoo.RecipeError, match="recipe name 'Bad Name' must be lower-case"):
+        reg.add_source({"version": 1, section: {"Bad Name": {}}}, owner="t", strict=True)
+    assert reg.entries == {}

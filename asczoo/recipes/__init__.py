@@ -1,7 +1,10 @@
 """Recipes: model recipes (``registry.yaml``), training recipes, their schema check and ``--set``.
 
-Re-exports only; see :mod:`asczoo.recipes.model_recipes`, :mod:`asczoo.recipes.training_recipes`,
-:mod:`asczoo.recipes.schema` and :mod:`asczoo.recipes.overrides`.
+Re-exports only. One named registry (:mod:`asczoo.recipes._named`: names, ``extends``, cycles) under
+:mod:`asczoo.recipes.model_recipes` and :mod:`asczoo.recipes.training_recipes`; one merge
+(:mod:`asczoo.recipes.merge`), one ``--set`` parser (:mod:`asczoo.recipes.overrides`), the section
+settings with their defaults (:mod:`asczoo.recipes.settings`) and the schema check of part factories
+(:mod:`asczoo.recipes.schema`: :func:`check_arguments`, public for plugins).
 """
 
 from asczoo.recipes.model_recipes import (

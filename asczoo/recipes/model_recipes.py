@@ -25,19 +25,17 @@ variable ``ASCZOO_REGISTRY`` (paths separated by ``os.pathsep``) or :func:`regis
 from __future__ import annotations
 
 import copy
-import fnmatch
 import os
 import re
 import threading
 import warnings
-from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from asczoo import plugins
 from asczoo.names import NAME_RE, split_name
 from asczoo.parts import SECTIONS as SECTION_KINDS
+from asczoo.recipes._named import NamedEntry, NamedRegistry, read_recipe_file  # noqa: F401 - re-exported
 from asczoo.recipes.merge import deep_merge
 from asczoo.recipes.schema import RecipeError, check_arguments
 from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_PATTERN
@@ -56,43 +54,20 @@ _PLACEMENT_RE = re.compile(PLACEMENT_PATTERN)
 ENV_VAR = "ASCZOO_REGISTRY"
 
 
-class RecipeEntry:
-    """One named recipe: its raw mapping, where it came from, and whether its parts are available."""
-
-    def __init__(self, name: str, raw: dict[str, Any], origin: str, owner: str) -> None:
-        self.name = name
-        self.raw = raw
-        self.origin = origin
-        self.owner = owner
-        self.resolved: dict[str, Any] | None = None
-        self.unavailable: str = ""  # reason, when a part's plugin is not loaded
+#: one named recipe (kept under its former name)
+RecipeEntry = NamedEntry
 
 
-class RecipeRegistry:
-    """All recipes known to this process, resolved (``extends`` applied) and validated."""
+class RecipeRegistry(NamedRegistry):
+    """All model recipes known to this process, resolved (``extends`` applied) and validated."""
 
-    def __init__(self) -> None:
-        self.entries: dict[str, RecipeEntry] = {}
-
-    # -- reading -----------------------------------------------------------------------------
+    kind, section = "recipe", "models"
 
     def add_source(self, source: Any, *, owner: str, strict: bool) -> list[str]:
         """Read one file or mapping; ``strict`` raises on parts no plugin provides, else marks the
         recipe unavailable (used for plugins' own files, so a disabled plugin does not break listing)."""
-        origin, models = read_recipe_file(source, owner=owner, section="models", kind="recipe")
-        added = []
-        for name, raw in models.items():
-            where = f"{origin}: recipe {name!r}"
-            if not isinstance(name, str) or not NAME_RE.match(name):
-                raise RecipeError(f"{origin}: recipe name {name!r} must be lower-case letters, digits, '-' or '_'")
-            if name in self.entries:
-                raise RecipeError(
-                    f"{where} is defined twice: in {self.entries[name].origin} and in {origin}"
-                )
-            if not isinstance(raw, dict):
-                raise RecipeError(f"{where}: expected a mapping of sections, got {type(raw).__name__}")
-            self.entries[name] = RecipeEntry(name, raw, origin, owner)
-            added.append(name)
+        origin, models = self.read(source, owner=owner)
+        added = self.add_entries(origin, owner, models)
         for name in added:  # resolve after all of the file's names exist (extends may point forward)
             try:
                 self._resolve(name, strict=strict)
@@ -115,12 +90,8 @@ class RecipeRegistry:
                 f"expected some of {', '.join(sorted(RECIPE_KEYS))}"
             )
         body = {k: v for k, v in raw.items() if k != "extends"}
-        parent = raw.get("extends")
+        parent = self.parent(name, chain)
         if parent is not None:
-            if not isinstance(parent, str) or parent not in self.entries:
-                raise RecipeError(f"{where}: key 'extends' names {parent!r}, which is not a known recipe")
-            if parent in chain or parent == name:
-                raise RecipeError(f"{where}: key 'extends' forms a cycle: {' -> '.join((*chain, name, parent))}")
             parent_resolved = self._resolve(parent, strict=strict, chain=(*chain, name))
             # Published weights and descriptions belong to the recipe that states them; the paper's
             # figures too, unless the child comes from the same file/plugin (a variant of its own).
@@ -141,67 +112,13 @@ class RecipeRegistry:
         entry.resolved = resolved
         return resolved
 
-    # -- queries ---------------------------------------------------------------------------------
+    def unknown_message(self, name: str) -> str:
+        close = [n for n in self.entries if name.split("-")[0] in n][:5]
+        hint = f"; similar: {', '.join(sorted(close))}" if close else ""
+        return f"no model named {name!r} in the registry{hint} (see `asczoo list`)"
 
-    def names(self, pattern: str = "*", *, include_unavailable: bool = False) -> list[str]:
-        return sorted(
-            n for n, e in self.entries.items()
-            if fnmatch.fnmatchcase(n, pattern) and (include_unavailable or not e.unavailable)
-        )
-
-    def get(self, name: str) -> RecipeEntry:
-        if name not in self.entries:
-            close = [n for n in self.entries if name.split("-")[0] in n][:5]
-            hint = f"; similar: {', '.join(sorted(close))}" if close else ""
-            raise KeyError(f"no model named {name!r} in the registry{hint} (see `asczoo list`)")
-        entry = self.entries[name]
-        if entry.unavailable:
-            raise KeyError(f"model {name!r} cannot be built here: {entry.unavailable}")
-        return entry
-
-
-def read_recipe_file(
-    source: Any, *, owner: str, section: str, kind: str
-) -> tuple[str, dict[str, Any]]:
-    """Read a versioned recipe file (a path, YAML via ``safe_load``) or an already-parsed mapping.
-
-    Returns ``(origin for messages, {name: raw recipe})`` from the top-level ``section`` key
-    (``models`` for model recipes, ``recipes`` for training recipes). ``kind`` names the file in
-    errors ("recipe", "training recipe"). Shared by both registries so both read files alike.
-    """
-    file_keys = {"version", section}
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        origin = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise RecipeError(f"{origin}: cannot read {kind} file: {exc.strerror or exc}") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
-    elif isinstance(source, Mapping):
-        origin = f"<{kind}s from {owner}>"
-        data = copy.deepcopy(dict(source))
-    else:
-        raise RecipeError(f"{kind} source from {owner!r} must be a path or a mapping, got {type(source).__name__}")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"{origin}: expected a mapping with a {section!r} key at the top level")
-    unknown = set(data) - file_keys
-    if unknown:
-        raise RecipeError(
-            f"{origin}: unknown top-level key(s) {', '.join(sorted(map(repr, unknown)))}; "
-            f"expected {', '.join(sorted(file_keys))}"
-        )
-    if data.get("version", 1) != 1:
-        raise RecipeError(f"{origin}: key 'version' is {data.get('version')!r}; this asczoo reads version 1")
-    entries = data.get(section) or {}
-    if not isinstance(entries, dict):
-        raise RecipeError(f"{origin}: key {section!r} must be a mapping of recipe names to recipes")
-    return origin, entries
+    def unavailable_message(self, name: str, entry: NamedEntry) -> str:
+        return f"model {name!r} cannot be built here: {entry.unavailable}"
 
 
 class UnavailablePart(RecipeError):

@@ -41,7 +41,6 @@ unavailable, as with model recipes).
 from __future__ import annotations
 
 import copy
-import fnmatch
 import inspect
 import os
 import re
@@ -53,7 +52,8 @@ from typing import Any, Mapping, Sequence
 
 from asczoo import plugins
 from asczoo.names import NAME_RE
-from asczoo.recipes.model_recipes import model_recipe, read_recipe_file
+from asczoo.recipes._named import NamedEntry, NamedRegistry, read_recipe_file
+from asczoo.recipes.model_recipes import model_recipe
 from asczoo.recipes.merge import merge
 from asczoo.recipes.overrides import parse_overrides
 from asczoo.recipes.schema import RecipeError, check_arguments
@@ -284,41 +284,21 @@ def _check_parts(recipe: dict[str, Any], where: str) -> None:
 
 # -- files and the registry of training recipes ---------------------------------------------------------
 
-class TrainingRecipeEntry:
-    """One named training recipe: raw mapping, origin, owner; resolved on first use."""
-
-    def __init__(self, name: str, raw: dict[str, Any], origin: str, owner: str) -> None:
-        self.name, self.raw, self.origin, self.owner = name, raw, origin, owner
-        self.resolved: dict[str, Any] | None = None
-        self.unavailable = ""
-
-    @property
-    def description(self) -> str:
-        return str((self.resolved or self.raw).get("description", ""))
+#: one named training recipe (kept under its former name)
+TrainingRecipeEntry = NamedEntry
 
 
-class TrainingRecipeRegistry:
+class TrainingRecipeRegistry(NamedRegistry):
     """Named training recipes from plugins (and files read on request), ``extends`` resolved."""
 
-    def __init__(self) -> None:
-        self.entries: dict[str, TrainingRecipeEntry] = {}
+    kind, section = "training recipe", "recipes"
 
     def add_source(self, source: Any, *, owner: str, strict: bool, resolve: bool = True) -> list[str]:
         """Read one file or mapping. ``resolve=False`` defers validation (files that extend each other
         are all read first); ``strict`` raises on parts no plugin provides instead of marking the
         recipe unavailable."""
-        origin, data = read_source(source, owner)
-        added = []
-        for name, raw in data.items():
-            if not isinstance(name, str) or not NAME_RE.match(name):
-                raise RecipeError(f"{origin}: recipe name {name!r} must be lower-case letters, digits, '-' or '_'")
-            if name in self.entries:
-                raise RecipeError(f"{origin}: recipe {name!r} is defined twice: in {self.entries[name].origin} and in {origin}")
-            if not isinstance(raw, dict):
-                raise RecipeError(f"{origin}: recipe {name!r}: expected a mapping of sections, got {type(raw).__name__}")
-        for name, raw in data.items():
-            self.entries[name] = TrainingRecipeEntry(name, raw, origin, owner)
-            added.append(name)
+        origin, data = self.read(source, owner=owner)
+        added = self.add_entries(origin, owner, data)
         if resolve:
             try:
                 for name in added:
@@ -352,14 +332,10 @@ class TrainingRecipeRegistry:
         """The recipe's body with its ``extends`` chain merged, before validation (defaults not filled)."""
         entry = self.entries[name]
         body = {k: v for k, v in entry.raw.items() if k != "extends"}
-        parent = entry.raw.get("extends")
+        parent = self.parent(name, chain)
         if parent is None:
             return copy.deepcopy(body)
         where = f"{entry.origin}: recipe {name!r}"
-        if not isinstance(parent, str) or parent not in self.entries:
-            raise RecipeError(f"{where}: key 'extends' names {parent!r}, which is not a known training recipe")
-        if parent in chain or parent == name:
-            raise RecipeError(f"{where}: key 'extends' forms a cycle: {' -> '.join((*chain, name, parent))}")
         base = self._raw_chain(parent, (*chain, name))
         base.pop("description", None)
         try:
@@ -367,19 +343,13 @@ class TrainingRecipeRegistry:
         except RecipeError as exc:
             raise RecipeError(f"{where}: {exc}") from None
 
-    def names(self, pattern: str = "*", *, include_unavailable: bool = False) -> list[str]:
-        return sorted(n for n, e in self.entries.items()
-                      if fnmatch.fnmatchcase(n, pattern) and (include_unavailable or not e.unavailable))
+    def unknown_message(self, name: str) -> str:
+        close = [n for n in self.entries if any(part in n for part in name.split("-") if len(part) > 3)][:6]
+        hint = f"; similar: {', '.join(sorted(close))}" if close else ""
+        return f"no training recipe named {name!r}{hint} (see `asczoo train --list`)"
 
-    def get(self, name: str) -> TrainingRecipeEntry:
-        if name not in self.entries:
-            close = [n for n in self.entries if any(part in n for part in name.split("-") if len(part) > 3)][:6]
-            hint = f"; similar: {', '.join(sorted(close))}" if close else ""
-            raise KeyError(f"no training recipe named {name!r}{hint} (see `asczoo train --list`)")
-        entry = self.entries[name]
-        if entry.unavailable:
-            raise KeyError(f"training recipe {name!r} cannot run here: {entry.unavailable}")
-        return entry
+    def unavailable_message(self, name: str, entry: NamedEntry) -> str:
+        return f"training recipe {name!r} cannot run here: {entry.unavailable}"
 
 
 def read_source(source: Any, owner: str) -> tuple[str, dict[str, Any]]:
