@@ -243,10 +243,10 @@ def check_dataset(
     **options: Any,
 ) -> Report:
     """Check the listing of every split and every listed audio file of dataset ``name`` at ``root``."""
-    from asczoo.datasets import SPLITS, create_dataset  # local: datasets imports this module
+    from asczoo.datasets import SPLITS, create_dataset, dataset_defaults  # local: datasets imports this module
     from asczoo.frontend import resolve_frontend
 
-    fe = resolve_frontend(frontend)
+    fe = resolve_frontend(frontend if frontend is not None else (dataset_defaults(name)["frontend"] or None))
     report = Report()
     files: dict[str, str] = {}
     per_split: dict[str, list[str]] = {}

@@ -47,7 +47,7 @@ GROUP_COLUMNS = ("identifier", "location", "group", "recording", "location_id")
 DCASE_NAME = re.compile(r"^[a-z_]+-(?P<location>[a-z]+-\d+)-\d+(?:-[a-z0-9]+)?$")
 
 __all__ = [
-    "SPLITS", "Clip", "ClipDataset", "DataError", "create_dataset", "read_table", "read_setup_file",
+    "SPLITS", "Clip", "ClipDataset", "DataError", "create_dataset", "dataset_defaults", "read_table", "read_setup_file",
     "find_setup_file", "location_split", "location_of",
 ]
 
@@ -73,8 +73,28 @@ def create_dataset(
         raise ValueError(f"dataset {name!r}: split {split!r} is not one of {', '.join(SPLITS)}")
     part = plugins.get_part("dataset", name)
     check_arguments(part.factory, options, where=f"dataset {name!r}", supplied_by_host=HOST_ARGUMENTS)
+    if frontend is None:
+        frontend = dataset_defaults(name)["frontend"] or None
     return part.factory(str(root), split=split, fold=fold, frontend=resolve_frontend(frontend),
                         cache_dir=None if cache_dir is None else str(cache_dir), **options)
+
+
+def dataset_defaults(name: str) -> dict[str, Any]:
+    """What a dataset plugin says about itself, from attributes of its factory (all optional):
+
+    ``frontend``: ``frontend_defaults``, the frontend settings that suit its clips (sample rate, clip
+    length, segment layout; the training loop merges them under a recipe's own, and a dataset built
+    without a frontend uses them); ``folds``: its official folds (``asczoo cv`` trains each); ``task``:
+    ``single-label`` or ``multi-label``; ``synthesize``: a writer of a small dataset in its layout
+    (``asczoo synth --layout NAME``), or None.
+    """
+    factory = plugins.get_part("dataset", name).factory
+    return {
+        "frontend": dict(getattr(factory, "frontend_defaults", None) or {}),
+        "folds": tuple(getattr(factory, "folds", None) or ()),
+        "task": str(getattr(factory, "task", None) or "single-label"),
+        "synthesize": getattr(factory, "synthesize", None),
+    }
 
 
 # -- clips and the dataset -----------------------------------------------------------------------------

@@ -54,6 +54,7 @@ HF_PREFIX = "hf-hub:"
 _CONFIG_KEYS = {
     "asczoo_format", "asczoo_version", "name", "tag", "recipe", "classes", "num_classes", "input_shape",
     "frontend", "metrics", "normalization", "training", "plugins",
+    "task", "activation",  # multi-label models say so (the recipe's task); the activation the logits expect
 }
 _REQUIRED_KEYS = ("asczoo_format", "name", "recipe", "classes", "frontend")
 #: part options that would make a part fetch or read weights of its own (timm's, for instance);

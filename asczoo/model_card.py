@@ -190,6 +190,13 @@ def _input_section(config: Mapping[str, Any]) -> str:
             "in the weights (`norm_mean`, `norm_std`) and in `config.json`.\n"
         )
     lines.append(f"\nClasses ({len(config['classes'])}): " + ", ".join(f"`{c}`" for c in config["classes"]) + ".\n")
+    if config.get("task") == "multi-label":
+        lines.append("\nTask: **multi-label** (any number of classes per clip): the logits expect a **sigmoid** "
+                     "per class (`config.json`: `activation: sigmoid`), trained with binary cross-entropy; "
+                     "`asczoo predict` lists every class above its threshold.\n")
+    else:
+        lines.append("\nTask: single-label: the logits expect a **softmax** over the classes "
+                     "(`config.json`: `activation: softmax`).\n")
     return "\n".join(lines)
 
 

@@ -57,7 +57,9 @@ HOST_SUPPLIED = {
 }
 #: keys of a ``relation`` section that the host consumes (placement), not the block factory
 RELATION_HOST_KEYS = ("placement", "position", "per_placement")
-RECIPE_KEYS = {*SECTIONS, "description", "extends", "num_classes", "classes", "weights", "paper", "notes"}
+RECIPE_KEYS = {*SECTIONS, "description", "extends", "num_classes", "classes", "weights", "paper", "notes", "task"}
+#: ``task`` values: one class per clip (softmax, cross-entropy) or any number (sigmoid, binary cross-entropy)
+TASKS = ("single-label", "multi-label")
 REQUIRED_SECTIONS = ("backbone", "inflator", "head", "frontend")
 WEIGHT_KEYS = {"repo_id", "revision", "description", "metrics", "license", "default"}
 _MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -258,6 +260,8 @@ def validate_recipe(recipe: dict[str, Any], *, where: str) -> dict[str, Any]:
             )
     if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
         raise RecipeError(f"{where}: key 'num_classes' must be a positive integer, got {num_classes!r}")
+    if out.get("task", TASKS[0]) not in TASKS:
+        raise RecipeError(f"{where}: key 'task' is {out['task']!r}; expected {' or '.join(TASKS)}")
     for section in SECTIONS:
         spec = out.get(section)
         if spec is None:

@@ -48,6 +48,10 @@ class StageResult:
     kept: str
     model_dir: str
     history: list[dict[str, Any]]
+    #: what ``accuracy`` measures: ``accuracy``, or ``mAP`` for a multi-label model
+    metric: str = "accuracy"
+    #: accuracy by recording device (datasets that know devices: TAU Mobile), see evaluation.device_report
+    devices: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -275,11 +279,36 @@ def _stage_data(rec: Mapping[str, Any], model: Any, *, runtime: Any, root: Path,
     return entry
 
 
-def _build_model(stage: Mapping[str, Any], classes: Sequence[str] | None) -> Any:
+def dataset_model_overrides(dataset: str, model: str) -> dict[str, Any]:
+    """What the dataset brings to a model before a stage's own overrides: its default frontend settings
+    (when the model uses that frontend plugin; sample rate, clip length and segment layout that suit the
+    dataset's clips, so the saved config carries them) and, for a multi-label dataset, ``task``."""
+    from asczoo.datasets import dataset_defaults
+    from asczoo.factory import model_recipe
+
+    defaults = dataset_defaults(dataset)
+    out: dict[str, Any] = {}
+    frontend = dict(defaults["frontend"])
+    if frontend and frontend.get("plugin") == model_recipe(model)["frontend"].get("plugin"):
+        out["frontend"] = frontend
+    if defaults["task"] != "single-label":
+        out["task"] = defaults["task"]
+    return out
+
+
+def _build_model(stage: Mapping[str, Any], classes: Sequence[str] | None, dataset: str | None = None) -> Any:
     from asczoo.factory import create_model
     from asczoo.recipes import deep_merge
 
     overrides = dict(stage["overrides"])
+    if dataset is not None:
+        overrides = deep_merge(dataset_model_overrides(dataset, stage["model"]), overrides)
+        from asczoo.datasets import dataset_defaults
+
+        task = dataset_defaults(dataset)["task"]
+        if overrides.get("task", "single-label") != task:
+            raise RecipeError(f"stage {stage['name']!r}: the model's task is {overrides.get('task', 'single-label')!r} "
+                              f"but dataset {dataset!r} is {task!r}; set overrides.task: {task} (or leave it out)")
     if classes is not None:
         overrides = deep_merge(overrides, {"classes": list(classes), "num_classes": len(classes)})
     return create_model(stage["model"], overrides=overrides or None)
@@ -301,13 +330,13 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
 
     # The classes come from the data, the frontend from the model: build, then fetch data, then rebuild
     # with the dataset's class names (cheap).
-    probe = _build_model(stage, None)
+    probe = _build_model(stage, None, rec["data"]["dataset"])
     train_ds, eval_ds, train_features, eval_features = _stage_data(
         rec, probe, runtime=runtime, root=root, cache_dir=cache_dir, data_cache=data_cache, say=say)
     from asczoo.engine import derive_seed, seed_everything
 
     seed_everything(derive_seed(rec["seed"], index, "init"))  # the initial weights depend on the seed alone
-    model = _build_model(stage, train_ds.classes)
+    model = _build_model(stage, train_ds.classes, rec["data"]["dataset"])
     mean, std = train_ds.normalization()
     model.set_normalization(mean, std)
     source = stage["init_from"]
@@ -366,16 +395,22 @@ def _finish_stage(name: str, rec: Mapping[str, Any], stage: Mapping[str, Any], m
     save_pretrained(model, model_dir, training=training)
     saved = from_pretrained(model_dir, device=runtime.device)
     local = dataclasses.replace(runtime, world_size=1, rank=0)
-    outcome = evaluate_features(saved, eval_features, runtime=local, batch_size=32, num_classes=saved.num_classes)
+    eval_ds = eval_features.dataset
+    outcome = evaluate_features(saved, eval_features, runtime=local, batch_size=32, num_classes=saved.num_classes,
+                                predictions=hasattr(eval_ds, "device_of"))
     evaluation = from_summary(outcome, model=stage["model"], dataset=data["dataset"], split=f"fold {data['fold']} evaluate",
-                              classes=saved.classes)
+                              classes=saved.classes, dataset_obj=eval_ds)
     report = evaluation.to_dict()
     atomic_write_text(directory / "evaluation.json", json.dumps(report, indent=2))
     png = directory / "confusion_matrix.png"
     has_png = confusion_png(evaluation, png, title=f"{stage['name']} {stage['model']}: "
                                                   f"{100 * evaluation.accuracy:.1f}% ({evaluation.clips} clips)")
-    model.metrics = {"accuracy": outcome["accuracy"], "dataset": data["dataset"], "fold": data["fold"],
+    metric = evaluation.metric
+    model.metrics = {metric: outcome["accuracy"], "dataset": data["dataset"], "fold": data["fold"],
                      "split": "evaluate", "num_clips": outcome["clips"], "loss": outcome["loss"], "epoch": kept_epoch}
+    if evaluation.devices:
+        model.metrics.update({f"{k}_device_accuracy": evaluation.devices[k] for k in ("seen", "unseen", "macro")
+                              if evaluation.devices[k] is not None})
     save_pretrained(model, model_dir, training=training, metrics=model.metrics, report=report,
                     confusion_matrix=png if has_png else None)
     result = StageResult(
@@ -383,10 +418,16 @@ def _finish_stage(name: str, rec: Mapping[str, Any], stage: Mapping[str, Any], m
         per_class_accuracy=dict(zip(evaluation.classes, evaluation.per_class_accuracy)),
         confusion=evaluation.confusion, clips=evaluation.clips, best_epoch=best["epoch"] if best else None,
         kept=stage["keep"], model_dir=str(model_dir), history=list(summary["history"]),
+        metric=metric, devices=evaluation.devices,
     )
     atomic_write_text(directory / "done.json", json.dumps(dataclasses.asdict(result), indent=2))
-    say(f"{stage['name']}: {stage['model']} (epoch {kept_epoch}, {stage['keep']}) {100 * evaluation.accuracy:.2f}% "
+    what = "mAP " if metric == "mAP" else ""
+    say(f"{stage['name']}: {stage['model']} (epoch {kept_epoch}, {stage['keep']}) {what}{100 * evaluation.accuracy:.2f}% "
         f"on {evaluation.clips} held-out clips; saved to {model_dir}")
+    if evaluation.devices:
+        d = evaluation.devices
+        say(f"{stage['name']}: by device: " + ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in d["per_device"].items())
+            + "; " + ", ".join(f"{k} {100 * d[k]:.2f}%" for k in ("seen", "unseen", "macro") if d[k] is not None))
     return result
 
 
@@ -411,7 +452,7 @@ def _finish(name: str, rec: Mapping[str, Any], run_dir: Path, results: Mapping[s
         evaluations[stage_name] = Evaluation(
             model=result.model, dataset=rec["data"]["dataset"], split=f"fold {rec['data']['fold']} evaluate",
             classes=classes, accuracy=result.accuracy, per_class_accuracy=list(result.per_class_accuracy.values()),
-            confusion=result.confusion, clips=result.clips)
+            confusion=result.confusion, clips=result.clips, metric=result.metric, devices=result.devices)
     history = [row for result in results.values() for row in result.history]
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
     report = {  # the final model's evaluation at the top level (the model card reads it), then every stage
@@ -428,7 +469,8 @@ def _finish(name: str, rec: Mapping[str, Any], run_dir: Path, results: Mapping[s
     say("")
     say(f"done: {run_dir}")
     for stage_name, ev in evaluations.items():
-        say(f"  {stage_name:<8} {ev.model:<24} {100 * ev.accuracy:6.2f}% on {ev.clips} held-out clips")
+        what = " mAP" if ev.metric == "mAP" else ""
+        say(f"  {stage_name:<8} {ev.model:<24} {100 * ev.accuracy:6.2f}%{what} on {ev.clips} held-out clips")
     say(f"  final model: {final}   report: {run_dir / 'report.md'}")
     if not png:
         say("  (no confusion-matrix PNG: pip install matplotlib)")
