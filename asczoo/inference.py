@@ -85,12 +85,14 @@ def clip_windows(frontend: Frontend, waveform: torch.Tensor, sample_rate: int,
 
 @torch.no_grad()
 def window_probabilities(model, windows: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
-    """Class probabilities ``(W, classes)`` of model inputs ``(W, N, C, F, T)``, ``batch_size`` at a time."""
+    """Class probabilities ``(W, classes)`` of model inputs ``(W, N, C, F, T)``, ``batch_size`` at a time:
+    a softmax over the classes, or one sigmoid per class for a multi-label model (``model.activation``)."""
     device = _device_of(model)
+    sigmoid = getattr(model, "activation", "softmax") == "sigmoid"
     out = []
     for start in range(0, windows.shape[0], batch_size):
         logits = model(windows[start:start + batch_size].to(device, non_blocking=True))
-        out.append(torch.softmax(logits.float(), dim=-1).cpu())
+        out.append((torch.sigmoid(logits.float()) if sigmoid else torch.softmax(logits.float(), dim=-1)).cpu())
     return torch.cat(out)
 
 
@@ -260,6 +262,28 @@ def write_scores(results: Sequence[FileResult], classes: Sequence[str], path: st
                 continue
             scores = (f"{r.prediction.probabilities[c]:.6f}" for c in classes)
             f.write("\t".join([r.name, r.prediction.label, *scores]) + "\n")
+
+
+def labels_above(prediction: Prediction, threshold: float) -> list[tuple[str, float]]:
+    """A multi-label prediction's classes with probability at least ``threshold``, most probable first."""
+    ranked = sorted(prediction.probabilities.items(), key=lambda item: -item[1])
+    return [(c, p) for c, p in ranked if p >= threshold]
+
+
+def format_multi_label(results: Sequence[FileResult], threshold: float) -> str:
+    """``filename<TAB>label,label,...`` (every label at or above ``threshold``) with a header."""
+    lines = ["filename\tlabels"]
+    for r in results:
+        if r.prediction is not None:
+            lines.append(f"{r.name}\t" + ",".join(c for c, _ in labels_above(r.prediction, threshold)))
+    return "\n".join(lines) + "\n"
+
+
+def write_dcase_output(results: Sequence[FileResult], classes: Sequence[str], path: str | os.PathLike) -> None:
+    """DCASE 2024/2025 Task 1 system output (``output.csv``): tab-separated, a header row
+    ``filename scene_label <class> ...`` (the classes in the model's order), then per file its name, the
+    predicted scene and one probability per class; files that could not be read are left out."""
+    write_scores(results, classes, path)
 
 
 def default_scores_path(output: str | os.PathLike) -> Path:
