@@ -206,12 +206,12 @@ def _synth(root: str | Path, *, clips: int, seed: int, seconds: float, rate: int
     base = prepare_root(root, overwrite)
     rng = np.random.default_rng(seed)
     meta, train, evaluate = [], [], []
-    locations = max(2, clips // (len(SCENES) * 6))
     for i in range(clips):
         scene = i % len(SCENES)
-        device = DEVICES[(i // len(SCENES)) % len(DEVICES)]
-        location = (i // (len(SCENES) * len(DEVICES))) % locations
-        city = CITIES[location % len(CITIES)]
+        block = i // len(SCENES)  # one clip of every scene per block
+        device = DEVICES[block % len(DEVICES)]
+        location = (block + block // len(DEVICES)) % 3  # every device at several locations
+        city = CITIES[location]
         identifier = f"{city}-{location}"
         parts = [SCENES[scene], city, str(location), str(i)] + (["0"] if year == 2022 else []) + [device]
         file = f"audio/{'-'.join(parts)}.wav"
