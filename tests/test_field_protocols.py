@@ -42,9 +42,24 @@ def two_stages(dataset: str, *, epochs: int = 2, **data) -> dict:
 
 
 @pytest.mark.slow
-def test_multi_label_end_to_end_train_evaluate_predict(tmp_path, capsys):
+def test_multi_label_end_to_end_train_evaluate_predict(tmp_path, capsys, monkeypatch):
+    from asczoo import engine
+
+    calls = {"bce": 0}
+    original = engine.binary_cross_entropy
+
+    def bce(*args, **kwargs):
+        calls["bce"] += 1
+        return original(*args, **kwargs)
+
+    def no_softmax_loss(*args, **kwargs):
+        raise AssertionError("a multi-label model was trained with the softmax cross-entropy")
+
+    monkeypatch.setattr(engine, "binary_cross_entropy", bce)
+    monkeypatch.setattr(engine, "soft_cross_entropy", no_softmax_loss)
     data = synth("fsd50k", tmp_path / "data", clips=40)
     result = asczoo.train(two_stages("fsd50k"), data=data, out=tmp_path / "run")
+    assert calls["bce"] > 0
     final = result.stages["stage2"]
     assert final.metric == "mAP" and 0.0 < final.accuracy <= 1.0 and final.confusion == []
     config = json.loads((result.model_dir / "config.json").read_text())
