@@ -96,7 +96,9 @@ def asczoo_register_datasets(register):
     """Register datasets: ``register(name, factory)``.
 
     ``factory(root, *, split, fold, frontend, cache_dir, **options) -> torch.utils.data.Dataset`` of
-    ``(features (N, 3, F, T), label)`` pairs with ``.classes`` and ``.files``.
+    ``(features (N, 3, F, T), label)`` pairs with ``.classes`` and ``.files``. Optional attributes of
+    the factory (``frontend_defaults``, ``folds``, ``task``, ``synthesize``) are read by
+    :func:`asczoo.datasets.dataset_defaults`.
     """
 
 

@@ -356,3 +356,18 @@ def test_multi_label_average_precision_matches_sklearn():
     expected = [average_precision_score(truth[:, k], torch.sigmoid(logits)[:, k]) for k in range(3)]
     assert result["per_class_ap"] == pytest.approx(expected)
     assert result["mAP"] == pytest.approx(sum(expected) / 3) and result["metric"] == "mAP"
+
+
+def test_recipe_task_is_validated_and_must_match_the_dataset(tmp_path):
+    from asczoo.arguments import RecipeError
+    from asczoo.cli import main
+
+    with pytest.raises(RecipeError, match=r"key 'task' is 'multilabel'; expected single-label or multi-label"):
+        asczoo.create_model("resnet18-segments", overrides={"task": "multilabel"})
+    assert main(["synth", str(tmp_path / "d"), "--layout", "fsd50k", "--clips", "10", "--sample-rate", "8000"]) == 0
+    recipe = {"data": {"dataset": "fsd50k"}, "engine": {"threads": 1, "num_workers": 0, "progress": False},
+              "stages": [{"name": "s", "model": "resnet18-segments", "overrides": {"task": "single-label"},
+                          "unit": "segment", "epochs": 1, "batch_size": 4, "optimizer": {"name": "sgd", "lr": 0.1}}]}
+    with pytest.raises(RecipeError, match=r"the model's task is 'single-label' but dataset 'fsd50k' is 'multi-label'"):
+        asczoo.train(recipe, data=tmp_path / "d", out=tmp_path / "run")
+    assert not (tmp_path / "d" / ".asczoo-cache").exists()  # refused before any feature was extracted
