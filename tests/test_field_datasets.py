@@ -113,6 +113,14 @@ def test_label_outside_the_vocabulary_names_file_and_line(tmp_path):
         asczoo.create_dataset("tau2020-mobile", root, split="train")
 
 
+def test_a_training_clip_from_an_unseen_device_is_refused(tmp_path):
+    train = TAU2020_TRAIN + "audio/bus-prague-1003-40003-s4.wav\tbus\n"
+    root = tau2020(tmp_path, train=train)
+    with pytest.raises(DataError, match=r"fold1_train\.csv line 6: a training clip from device 's4'; tau2020-mobile "
+                                        r"keeps s4, s5, s6 for evaluation only"):
+        asczoo.create_dataset("tau2020-mobile", root, split="train")
+
+
 def test_an_empty_split_is_refused_and_nothing_is_written_to_the_cache(tmp_path):
     from asczoo.feature_cache import extract
 

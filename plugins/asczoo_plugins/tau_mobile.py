@@ -149,6 +149,11 @@ def _dataset(name: str, root: str, *, split: str, fold: int | None, frontend: An
         bad += [p for p in problems if p not in bad]
         sources.append(relative)
         for file, label, line in listed:
+            device = meta.get(file, {}).get("device")
+            if part == "train" and device in UNSEEN:
+                bad.append(Problem(file, "layout", f"{base / relative} line {line}: a training clip from device "
+                                                   f"{device!r}; {name} keeps {', '.join(UNSEEN)} for evaluation "
+                                                   "only (unseen devices)"))
             if split == "all":
                 label = meta.get(file, {}).get("label", label)
             rows.setdefault(file, (label, line, path))
