@@ -263,25 +263,29 @@ def check_dataset(
             files.setdefault(clip.file, clip.path)
     if "train" in per_split and "evaluate" in per_split:
         report.add(split_overlap(per_split["train"], per_split["evaluate"], source=f"fold {fold}"))
-    report.add(check_files(files, fe, workers=workers, progress=progress))
+    channels = dataset_defaults(name)["channels"] or 2  # a mono dataset's clips are not warned about
+    report.add(check_files(files, fe, workers=workers, progress=progress, channels=channels))
     report.files_checked = len(files) + len([p for p in report.problems if p.kind == "missing"])
     return report
 
 
-def check_files(files: dict[str, str], frontend: Any, *, workers: int = 0, progress: bool = True) -> list[Problem]:
-    """Run :func:`check_audio` on ``{shown name: path}`` with a progress bar, in parallel if asked."""
+def check_files(files: dict[str, str], frontend: Any, *, workers: int = 0, progress: bool = True,
+                channels: int = 2) -> list[Problem]:
+    """Run :func:`check_audio` on ``{shown name: path}`` with a progress bar, in parallel if asked;
+    ``channels``: the channel count the dataset's clips have (others get a warning)."""
     from asczoo.feature_cache import ordered_map  # local: feature_cache imports this module
 
-    jobs = [(shown, path, frontend.sample_rate, _clip_seconds(frontend)) for shown, path in sorted(files.items())]
+    jobs = [(shown, path, frontend.sample_rate, _clip_seconds(frontend), channels)
+            for shown, path in sorted(files.items())]
     problems: list[Problem] = []
     for found in ordered_map(_check_job, jobs, workers=workers, progress=progress, desc="check"):
         problems.extend(found)
     return problems
 
 
-def _check_job(job: tuple[str, str, int, float]) -> list[Problem]:
-    shown, path, rate, seconds = job
-    return check_audio(path, sample_rate=rate, clip_seconds=seconds, name=shown)[0]
+def _check_job(job: tuple[str, str, int, float, int]) -> list[Problem]:
+    shown, path, rate, seconds, channels = job
+    return check_audio(path, sample_rate=rate, clip_seconds=seconds, channels=channels, name=shown)[0]
 
 
 def _clip_seconds(frontend: Any) -> float:

@@ -86,7 +86,8 @@ def dataset_defaults(name: str) -> dict[str, Any]:
     length, segment layout; the training loop merges them under a recipe's own, and a dataset built
     without a frontend uses them); ``folds``: its official folds (``asczoo cv`` trains each); ``task``:
     ``single-label`` or ``multi-label``; ``synthesize``: a writer of a small dataset in its layout
-    (``asczoo synth --layout NAME``), or None.
+    (``asczoo synth --layout NAME``), or None; ``channels``: the channel count of its clips when they
+    all have the same (``check-data`` warns about others), or None.
     """
     factory = plugins.get_part("dataset", name).factory
     return {
@@ -94,6 +95,7 @@ def dataset_defaults(name: str) -> dict[str, Any]:
         "folds": tuple(getattr(factory, "folds", None) or ()),
         "task": str(getattr(factory, "task", None) or "single-label"),
         "synthesize": getattr(factory, "synthesize", None),
+        "channels": getattr(factory, "channels", None),
     }
 
 

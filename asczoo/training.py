@@ -422,12 +422,13 @@ def _finish_stage(name: str, rec: Mapping[str, Any], stage: Mapping[str, Any], m
     )
     atomic_write_text(directory / "done.json", json.dumps(dataclasses.asdict(result), indent=2))
     what = "mAP " if metric == "mAP" else ""
-    say(f"{stage['name']}: {stage['model']} (epoch {kept_epoch}, {stage['keep']}) {what}{100 * evaluation.accuracy:.2f}% "
-        f"on {evaluation.clips} held-out clips; saved to {model_dir}")
+    say(f"{stage['name']}: {stage['model']} (epoch {kept_epoch}, {stage['keep']}) {what}"
+        f"{100 * evaluation.accuracy:.2f}% on {evaluation.clips} held-out clips; saved to {model_dir}")
     if evaluation.devices:
         d = evaluation.devices
-        say(f"{stage['name']}: by device: " + ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in d["per_device"].items())
-            + "; " + ", ".join(f"{k} {100 * d[k]:.2f}%" for k in ("seen", "unseen", "macro") if d[k] is not None))
+        per = ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in d["per_device"].items())
+        means = ", ".join(f"{k} {100 * d[k]:.2f}%" for k in ("seen", "unseen", "macro") if d[k] is not None)
+        say(f"{stage['name']}: by device: {per}; {means}")
     return result
 
 

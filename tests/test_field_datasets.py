@@ -379,3 +379,14 @@ def test_recipe_task_is_validated_and_must_match_the_dataset(tmp_path):
     with pytest.raises(RecipeError, match=r"the model's task is 'single-label' but dataset 'fsd50k' is 'multi-label'"):
         asczoo.train(recipe, data=tmp_path / "d", out=tmp_path / "run")
     assert not (tmp_path / "d" / ".asczoo-cache").exists()  # refused before any feature was extracted
+
+
+def test_check_data_expects_a_mono_dataset_to_be_mono(tmp_path):
+    from asczoo.data_checks import check_dataset
+
+    root = tau2020(tmp_path)
+    write_clip(root / "audio" / "bus-lyon-1001-40001-b.wav", 0, seconds=0.25, channels=2)
+    report = check_dataset("tau2020-mobile", str(root), progress=False)
+    channel = [p for p in report.problems if p.kind == "channels"]
+    assert [p.path for p in channel] == ["audio/bus-lyon-1001-40001-b.wav"]  # the one stereo file, not the mono ones
+    assert "expected 1" in channel[0].message

@@ -93,7 +93,8 @@ def test_multi_label_end_to_end_train_evaluate_predict(tmp_path, capsys, monkeyp
     for name, shown in lines.items():
         above = labels_above(model.predict(data / name), 0.3)
         assert shown == (", ".join(f"{c} {p:.3f}" for c, p in above) or "(no label >= 0.3)")
-    assert main(["predict", str(result.model_dir), str(data / "FSD50K.eval_audio"), "--dcase-output", "o.csv", "-q"]) != 0
+    folder = str(data / "FSD50K.eval_audio")
+    assert main(["predict", str(result.model_dir), folder, "--dcase-output", "o.csv", "-q"]) != 0
     assert "is a multi-label model: use --output and --threshold" in capsys.readouterr().err
 
 
@@ -181,7 +182,8 @@ def test_real_size_models_run_on_each_dataset_default_frontend(dataset):
 
     from asczoo.training import dataset_model_overrides
 
-    model = asczoo.create_model("atresn-net-resnet18", overrides=dataset_model_overrides(dataset, "atresn-net-resnet18"))
+    overrides = dataset_model_overrides(dataset, "atresn-net-resnet18")
+    model = asczoo.create_model("atresn-net-resnet18", overrides=overrides)
     frontend = asczoo.create_frontend(**model.frontend_config)
     rate = model.frontend_config["sample_rate"]
     waveform = torch.randn(1, int(rate * model.frontend_config["clip_seconds"])) * 0.1

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         info = synthesize(args.out_dir, clips=400 if args.clips is None else args.clips, seed=args.seed, task=args.task,
                           seconds=10.0 if args.seconds is None else args.seconds,
-                          sample_rate=48000 if args.sample_rate is None else args.sample_rate, classes=args.classes, workers=args.workers,
+                          sample_rate=48000 if args.sample_rate is None else args.sample_rate,
+                          classes=args.classes, workers=args.workers,
                           progress=not args.no_progress, overwrite=args.overwrite)
     except FileExistsError as exc:
         print(f"asczoo synth: error: {exc}", file=sys.stderr)

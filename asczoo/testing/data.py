@@ -227,7 +227,8 @@ def check_dataset(dataset: Any, *, items: int = 3, skip: Iterable[str] = ()):
         features, labels = next(iter(DataLoader(dataset, batch_size=size, shuffle=False)))
         if features.dim() != 5 or features.shape[0] != size:
             raise AssertionError(f"a DataLoader batch of {size} has features {tuple(features.shape)}")
-        if labels.dtype != torch.int64 or tuple(labels.shape) != ((size, len(dataset.classes)) if multi_label else (size,)):
+        wanted = (size, len(dataset.classes)) if multi_label else (size,)
+        if labels.dtype != torch.int64 or tuple(labels.shape) != wanted:
             raise AssertionError(f"a DataLoader batch of {size} has labels {labels.dtype} {tuple(labels.shape)}")
 
     suite.run("interface", interface)

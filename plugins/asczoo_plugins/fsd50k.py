@@ -148,7 +148,8 @@ def synth_fsd50k(root: str | Path, *, clips: int = 120, seed: int = 0, overwrite
     return {"root": str(base), "clips": clips}
 
 
-attach(fsd50k, frontend_defaults=FRONTEND, folds=(1,), task=MULTI_LABEL, synthesize=synth_fsd50k, layout="fsd50k")
+attach(fsd50k, frontend_defaults=FRONTEND, folds=(1,), task=MULTI_LABEL, synthesize=synth_fsd50k, channels=1,
+       layout="fsd50k")
 
 
 @hookimpl

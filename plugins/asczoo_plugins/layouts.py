@@ -14,7 +14,8 @@
 A dataset factory carries, as attributes, what the host reads about the dataset without building it:
 ``frontend_defaults`` (the frontend settings that suit its clips; the training loop puts them under the
 recipe's own), ``folds`` (the official folds, for ``asczoo cv``), ``task`` (``single-label`` or
-``multi-label``) and ``synthesize(root, *, clips, seed)`` (a small dataset in its layout).
+``multi-label``), ``channels`` (1 for the mono sets; None for UrbanSound8K's mixed files) and
+``synthesize(root, *, clips, seed)`` (a small dataset in its layout).
 """
 
 from __future__ import annotations
@@ -224,8 +225,9 @@ def prepare_root(root: str | Path, overwrite: bool) -> Path:
 
 
 def attach(factory: Callable[..., Any], *, frontend_defaults: Mapping[str, Any], folds: Sequence[int],
-           task: str, synthesize: Callable[..., Any], layout: str) -> Callable[..., Any]:
+           task: str, synthesize: Callable[..., Any], layout: str, channels: int | None) -> Callable[..., Any]:
     """Set the attributes the host reads on a dataset factory (see the module docstring)."""
+    factory.channels = channels
     factory.frontend_defaults = dict(frontend_defaults)
     factory.folds = tuple(folds)
     factory.task = task

@@ -214,9 +214,9 @@ def synth_urbansound8k(root: str | Path, *, clips: int = 100, seed: int = 0, ove
 
 
 attach(esc50, frontend_defaults=FRONTEND_ESC50, folds=range(1, 6), task=SINGLE_LABEL, synthesize=synth_esc50,
-       layout="esc50")
+       channels=1, layout="esc50")
 attach(urbansound8k, frontend_defaults=FRONTEND_US8K, folds=range(1, 11), task=SINGLE_LABEL,
-       synthesize=synth_urbansound8k, layout="urbansound8k")
+       synthesize=synth_urbansound8k, layout="urbansound8k", channels=None)
 
 
 @hookimpl

@@ -253,9 +253,9 @@ def synth_tau2022(root: str | Path, *, clips: int = 200, seed: int = 0, overwrit
 
 
 attach(tau2020_mobile, frontend_defaults=FRONTEND_2020, folds=(1,), task=SINGLE_LABEL, synthesize=synth_tau2020,
-       layout="tau2020-mobile")
+       channels=1, layout="tau2020-mobile")
 attach(tau2022_mobile, frontend_defaults=FRONTEND_2022, folds=(1,), task=SINGLE_LABEL, synthesize=synth_tau2022,
-       layout="tau2022-mobile")
+       channels=1, layout="tau2022-mobile")
 
 
 @hookimpl
