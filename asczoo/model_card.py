@@ -220,10 +220,12 @@ def _results_section(
     if where:
         lines.append(f"Evaluated on {where}.\n")
     rows = []
-    if _is_number(metrics.get("accuracy")):
-        rows.append(("accuracy", f"{100 * float(metrics['accuracy']):.2f} %"))
+    percent = ("accuracy", "mAP")  # fractions shown as percentages (mAP: multi-label models)
+    for key in percent:
+        if _is_number(metrics.get(key)):
+            rows.append((key, f"{100 * float(metrics[key]):.2f} %"))
     for key, value in metrics.items():
-        if key != "accuracy" and key not in _DESCRIPTIVE_KEYS and _is_number(value):
+        if key not in percent and key not in _DESCRIPTIVE_KEYS and _is_number(value):
             rows.append((key.replace("_", " "), _number(value)))
     if rows:
         lines.append(_table(("metric", "value"), rows))

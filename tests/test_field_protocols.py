@@ -64,7 +64,8 @@ def test_multi_label_end_to_end_train_evaluate_predict(tmp_path, capsys, monkeyp
     assert final.metric == "mAP" and 0.0 < final.accuracy <= 1.0 and final.confusion == []
     config = json.loads((result.model_dir / "config.json").read_text())
     assert config["task"] == "multi-label" and config["activation"] == "sigmoid"
-    assert "sigmoid" in (result.model_dir / "README.md").read_text()
+    card = (result.model_dir / "README.md").read_text()
+    assert "sigmoid" in card and f"| mAP | {100 * final.accuracy:.2f} % |" in card
     report = json.loads((result.run_dir / "report.json").read_text())
     assert report["mAP"] == pytest.approx(final.accuracy) and len(report["per_class_ap"]) == 6
 
