@@ -192,3 +192,20 @@ def test_real_size_models_run_on_each_dataset_default_frontend(dataset):
         logits = model.eval()(frontend(waveform, rate).unsqueeze(0))
     assert logits.shape == (1, model.num_classes) and torch.isfinite(logits).all()
     assert model.config["activation"] == ("sigmoid" if dataset == "fsd50k" else "softmax")
+
+
+@pytest.mark.slow
+def test_saved_model_carries_the_dataset_frontend_defaults(tmp_path):
+    """No frontend override: the model is built on the dataset's frontend (TAU 2022: 44.1 kHz, 1 s, 8 x 32
+    frames) and saves it in its config, so predict preprocesses as the training did."""
+    from asczoo_plugins.tau_mobile import FRONTEND_2022
+
+    root = tmp_path / "data"
+    plugins.get_part("dataset", "tau2022-mobile").factory.synthesize(root, clips=180)  # 44.1 kHz, 1 s
+    recipe = two_stages("tau2022-mobile", epochs=1)
+    recipe["stages"] = recipe["stages"][:1]
+    recipe["stages"][0]["overrides"] = {"backbone": TINY["backbone"]}
+    result = asczoo.train(recipe, data=root, out=tmp_path / "run")
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert {k: config["frontend"][k] for k in FRONTEND_2022} == FRONTEND_2022
+    assert config["input_shape"] == [8, 3, 128, 32]
