@@ -282,8 +282,16 @@ def format_multi_label(results: Sequence[FileResult], threshold: float) -> str:
 def write_dcase_output(results: Sequence[FileResult], classes: Sequence[str], path: str | os.PathLike) -> None:
     """DCASE 2024/2025 Task 1 system output (``output.csv``): tab-separated, a header row
     ``filename scene_label <class> ...`` (the classes in the model's order), then per file its name, the
-    predicted scene and one probability per class; files that could not be read are left out."""
-    write_scores(results, classes, path)
+    predicted scene and one probability per class; files that could not be read are left out.
+
+    File names are written as the DCASE 2024 baseline writes them: relative to the dataset's ``audio/``
+    folder (``audio/airport-lisbon-1000-40000-0-a.wav`` -> ``airport-lisbon-1000-40000-0-a.wav``)."""
+    write_scores([dataclasses.replace(r, name=dcase_file_name(r.name)) for r in results], classes, path)
+
+
+def dcase_file_name(name: str) -> str:
+    """``name`` without a leading ``audio/`` folder, the form DCASE Task 1 system outputs use."""
+    return name[len("audio/"):] if name.startswith("audio/") else name
 
 
 def default_scores_path(output: str | os.PathLike) -> Path:
