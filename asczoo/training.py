@@ -216,8 +216,13 @@ def _synthesize(root: Path, options: Mapping[str, Any], runtime: Any, say: Calla
         return
     marker = root / "synth.json"
     if marker.is_file():
-        have = json.loads(marker.read_text(encoding="utf-8"))
-        if all(have.get(k) == v for k, v in options.items() if k not in ("workers", "progress")):
+        try:
+            have = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            have = {}
+        have = have if isinstance(have, dict) else {}
+        if have.get("complete", True) and all(have.get(k) == v for k, v in options.items()
+                                               if k not in ("workers", "progress")):
             say(f"data: synthetic dataset in {root} (already there)")
             return
     elif (root / "meta.csv").is_file() or (root / "evaluation_setup").is_dir():
@@ -226,7 +231,9 @@ def _synthesize(root: Path, options: Mapping[str, Any], runtime: Any, say: Calla
     opts = dict(options)
     opts.setdefault("workers", runtime.num_workers)
     say(f"data: synthesising {opts.get('clips', 400)} clips ({opts.get('task', 'scenes')}) into {root}")
-    synth.synthesize(root, overwrite=marker.is_file(), progress=runtime.progress, **opts)
+    # never overwrite: synthesize() rewrites an earlier synthetic dataset of its own (its manifest lists
+    # every file there) and refuses a folder that holds anything else, such as the user's recordings
+    synth.synthesize(root, overwrite=False, progress=runtime.progress, **opts)
 
 
 # -- one stage --------------------------------------------------------------------------------------------------
