@@ -680,7 +680,9 @@ def upload_folder(
 def publishable_files(folder: str | os.PathLike) -> list[str]:
     """The files of a model folder that are uploaded: weights, config, card and the confusion image."""
     folder = Path(folder)
-    names = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CONFUSION_NAME) if (folder / n).is_file()]
+    names = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CONFUSION_NAME) if os.path.lexists(folder / n)]
+    for name in names:
+        _check_own_file(folder / name, folder)
     for required in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
         if required not in names:
             raise FileNotFoundError(f"{folder}: no {required} to upload")
@@ -733,9 +735,32 @@ def find_run_files(run_dir: str | os.PathLike) -> RunFiles:
     folders = [model_dir, *(p for p in model_dir.parents if p == top or top in p.parents)]
 
     def nearest(name: str) -> Path | None:
-        return next((folder / name for folder in folders if (folder / name).is_file()), None)
+        return next((folder / name for folder in folders if os.path.lexists(folder / name)), None)
 
-    return RunFiles(model_dir, nearest(REPORT_NAME), nearest(CONFUSION_NAME))
+    found = RunFiles(model_dir, nearest(REPORT_NAME), nearest(CONFUSION_NAME))
+    for path in (model_dir / CONFIG_NAME, model_dir / WEIGHTS_NAME, model_dir / CARD_NAME, found.report,
+                 found.confusion_matrix):
+        if path is not None and os.path.lexists(path):
+            _check_own_file(path, top)
+    return found
+
+
+def _check_own_file(path: Path, top: Path) -> None:
+    """Refuse a run or model folder's file that is a symbolic link (at any level below ``top``), resolves
+    outside ``top`` or is not a regular file: a link to ``/etc/shadow`` named ``confusion_matrix.png``
+    must never be read into a card or uploaded."""
+    import stat
+
+    base = top.resolve()
+    for part in [path, *(p for p in path.parents if p != top and top in p.parents)]:
+        if part.is_symlink():
+            raise UnsafeWeightsError(f"{part} is a symbolic link (to {os.readlink(part)}); asczoo publishes only "
+                                     f"regular files inside {top}, never what a link points to")
+    real = path.resolve()
+    if real != base and base not in real.parents:
+        raise UnsafeWeightsError(f"{path} resolves to {real}, outside {top}; asczoo publishes only files inside it")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise UnsafeWeightsError(f"{path} is not a regular file; asczoo publishes only regular files")
 
 
 def publish_run(

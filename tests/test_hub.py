@@ -448,6 +448,35 @@ def test_publish_refuses_runs_without_a_safetensors_model(tmp_path, monkeypatch)
         hub.find_run_files(run)
 
 
+@pytest.mark.parametrize("where", ["run", "model", "model-dir"])
+def test_publish_never_follows_a_symlink_out_of_the_run(tmp_path, monkeypatch, capsys, where):
+    """Issue 14 item 2: a confusion_matrix.png (or a model folder) linking to a secret is refused, dry run included."""
+    from asczoo.cli import main
+
+    fake = FakeHub().install(monkeypatch)
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:SECRET")
+    run = make_run_dir(tmp_path, tiny_model("resnet18-segments"))
+    if where == "model-dir":  # the whole model folder is a link to one outside the run
+        outside = tiny_model("resnet18-segments").save_pretrained(tmp_path / "elsewhere")
+        import shutil
+
+        shutil.rmtree(run / "model")
+        (run / "model").symlink_to(outside)
+    else:
+        png = run / "confusion_matrix.png" if where == "run" else run / "model" / "confusion_matrix.png"
+        png.unlink(missing_ok=True)
+        png.symlink_to(secret)
+    preview = tmp_path / "preview"
+    assert main(["publish", str(run), "--repo", "org/x", "--dry-run", str(preview)]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert main(["publish", str(run), "--repo", "org/x"]) == 2
+    assert fake.calls == []
+    assert not any(b"SECRET" in p.read_bytes() for p in preview.rglob("*") if p.is_file())
+    with pytest.raises(hub.UnsafeWeightsError, match="symbolic link"):
+        hub.find_run_files(run)
+
+
 def test_upload_failure_is_one_clear_line(tmp_path, monkeypatch, capsys):
     from huggingface_hub import HfApi
     from huggingface_hub.errors import LocalTokenNotFoundError
