@@ -29,8 +29,10 @@ def test_readme_export_command(tmp_path, monkeypatch, capsys):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     args = readme_command("export")
-    folder = tmp_path / args[0]
-    tiny_model("resnet18-segments").save_pretrained(folder)  # any saved model; the smallest is quickest
+    train = readme_command("train")
+    out = train[train.index("--out") + 1]
+    # what the README's training line leaves behind: RUN/model (any saved model; the smallest is quickest)
+    tiny_model("resnet18-segments").save_pretrained(tmp_path / out / "model")
     monkeypatch.chdir(tmp_path)
     assert main(["export", *args]) == 0
     assert (tmp_path / args[-1]).is_file()
