@@ -127,6 +127,11 @@ class ClipDataset(Dataset):
         self.root = Path(root).resolve()
         self.split = split
         self.classes = list(classes)
+        unsafe = [c for c in self.classes if not isinstance(c, str) or not c or any(ch in c for ch in "\t\n\r")]
+        if unsafe:  # they would split rows of the submission and scores files, and lines of the model card
+            raise DataError(f"dataset {name!r}: class name(s) {', '.join(map(repr, unsafe))} hold a tab or line break "
+                            "or are empty; rename them",
+                            [Problem(repr(c), "unknown-label", "class name with a tab or line break") for c in unsafe])
         self.frontend = resolve_frontend(frontend)
         self.skip_bad = bool(skip_bad)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)

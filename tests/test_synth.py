@@ -171,3 +171,22 @@ def test_training_does_not_resynthesise_over_a_users_files(tmp_path):
         _synthesize(root, {"clips": 4, "classes": 2, "seconds": 0.25, "sample_rate": 8000}, Runtime(), print)
     assert sorted(p.name for p in (root / "audio").iterdir()) == before
     assert (root / "notes.txt").read_text() == "mine"
+
+
+def test_quickstart_fresh_removes_only_a_run(tmp_path, capsys):
+    """`asczoo quickstart --fresh --out DIR` must not delete a folder that is not an asczoo run."""
+    mine = tmp_path / "music"
+    mine.mkdir()
+    (mine / "song.wav").write_bytes(b"RIFF mine")
+    assert cli(["quickstart", "--fresh", "--out", str(mine)]) == 2
+    assert "not an asczoo run directory" in capsys.readouterr().err
+    assert (mine / "song.wav").read_bytes() == b"RIFF mine"
+
+
+def test_class_names_with_a_tab_are_refused(tmp_path):
+    from asczoo.data_checks import DataError
+
+    root = tmp_path / "data"
+    synthesize(root, clips=4, classes=2, seconds=0.25, sample_rate=8000, progress=False)
+    with pytest.raises(DataError, match="tab or line break"):
+        asczoo.create_dataset("dcase2019-task1a", root, classes=["airport", "a\tb"])
