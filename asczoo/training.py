@@ -381,7 +381,12 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
     directory = run_dir / stage["name"]
     done = directory / "done.json"
     if done.is_file():
-        result = StageResult(**json.loads(done.read_text(encoding="utf-8")))
+        try:
+            result = StageResult(**json.loads(done.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:  # not JSON, or not the keys a finished stage records
+            raise RecipeError(f"{done}: not the record of a finished stage asczoo writes "
+                              f"({str(exc).splitlines()[0]}); move the run directory away, or start a new run "
+                              "with another --out") from None
         say(f"{stage['name']}: finished earlier ({100 * result.accuracy:.2f}% on held-out clips); skipped")
         return result
     if runtime.is_main:

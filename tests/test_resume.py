@@ -182,3 +182,15 @@ def test_resume_locks_the_run_and_refuses_another_data_root(tmp_path):
         train(recipe, data=moved, out=run, resume=True)
     again = train(recipe, data=moved, out=run, resume=True, allow_data_change=True)
     assert again.stages["stage1"].accuracy == json.loads((run / "stage1" / "done.json").read_text())["accuracy"]
+
+
+def test_a_corrupt_done_record_is_refused_with_the_reason(tmp_path):
+    from asczoo.arguments import RecipeError
+    from asczoo.training import _run_stage
+
+    stage_dir = tmp_path / "run" / "stage1"
+    stage_dir.mkdir(parents=True)
+    (stage_dir / "done.json").write_text('{"name": "stage1", "evil": 1}')
+    with pytest.raises(RecipeError, match=r"done\.json: not the record of a finished stage"):
+        _run_stage("r", {}, 0, {"name": "stage1"}, runtime=None, run_dir=tmp_path / "run", root=tmp_path,
+                   cache_dir=tmp_path, data_cache={}, results={}, callbacks=(), say=print)
