@@ -13,7 +13,10 @@ unreadable         error      libsndfile cannot open or decode the file
 truncated          error      the WAV header declares more samples than the file holds
 non-finite         error      NaN or Inf samples (floating-point files)
 unknown-label      error      a label that is not in the class list
-duplicate          error      the same file listed twice in one list
+no-label           error      a row of a training or evaluation list without a label
+label-conflict     error      a fold list's label differs from the file's label in meta.csv
+outside-root       error      a listed path that leaves the dataset root (absolute, ``..``)
+duplicate          error      the same file listed twice in one list (``./a.wav`` and ``a.wav`` are one)
 channels           error/warn more than two channels (error) or mono (warning: duplicated)
 sample-rate        warning    not the frontend's rate (resampled)
 too-short          error/warn no samples at all (error) or shorter than 90 % of a clip (padded)

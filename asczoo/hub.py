@@ -532,7 +532,11 @@ def read_weights(path: str | os.PathLike, *, label: str) -> dict[str, torch.Tens
 
 
 def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -> None:
-    """``model.load_state_dict(state)``, first checking names and shapes for a message naming them."""
+    """``model.load_state_dict(state)``, first checking names, shapes and dtypes for a message naming them.
+
+    The dtypes must be the model's own: weights stored as fp16, int64 or bool are refused rather than
+    cast (no widening either: a model saved in half precision is loaded into a half-precision model).
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -540,8 +544,15 @@ def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -
         f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
         for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape)
     )
+    # no silent cast: load_state_dict would copy fp16 (precision already lost), int64 or bool tensors
+    # into float32 parameters without a word; a file must hold the dtypes the model has
+    dtypes = sorted(
+        f"{k} (file {str(state[k].dtype).removeprefix('torch.')}, model {str(own[k].dtype).removeprefix('torch.')})"
+        for k in set(own) & set(state) if state[k].dtype != own[k].dtype
+    )
     problems = []
-    for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes),
+                        ("wrong dtype", dtypes)):
         if items:
             more = f", ... ({len(items) - 8} more)" if len(items) > 8 else ""
             problems.append(f"{len(items)} {what}: {', '.join(items[:8])}{more}")
@@ -681,7 +692,9 @@ def upload_folder(
 def publishable_files(folder: str | os.PathLike) -> list[str]:
     """The files of a model folder that are uploaded: weights, config, card and the confusion image."""
     folder = Path(folder)
-    names = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CONFUSION_NAME) if (folder / n).is_file()]
+    names = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CONFUSION_NAME) if os.path.lexists(folder / n)]
+    for name in names:
+        _check_own_file(folder / name, folder)
     for required in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
         if required not in names:
             raise FileNotFoundError(f"{folder}: no {required} to upload")
@@ -734,9 +747,32 @@ def find_run_files(run_dir: str | os.PathLike) -> RunFiles:
     folders = [model_dir, *(p for p in model_dir.parents if p == top or top in p.parents)]
 
     def nearest(name: str) -> Path | None:
-        return next((folder / name for folder in folders if (folder / name).is_file()), None)
+        return next((folder / name for folder in folders if os.path.lexists(folder / name)), None)
 
-    return RunFiles(model_dir, nearest(REPORT_NAME), nearest(CONFUSION_NAME))
+    found = RunFiles(model_dir, nearest(REPORT_NAME), nearest(CONFUSION_NAME))
+    for path in (model_dir / CONFIG_NAME, model_dir / WEIGHTS_NAME, model_dir / CARD_NAME, found.report,
+                 found.confusion_matrix):
+        if path is not None and os.path.lexists(path):
+            _check_own_file(path, top)
+    return found
+
+
+def _check_own_file(path: Path, top: Path) -> None:
+    """Refuse a run or model folder's file that is a symbolic link (at any level below ``top``), resolves
+    outside ``top`` or is not a regular file: a link to ``/etc/shadow`` named ``confusion_matrix.png``
+    must never be read into a card or uploaded."""
+    import stat
+
+    base = top.resolve()
+    for part in [path, *(p for p in path.parents if p != top and top in p.parents)]:
+        if part.is_symlink():
+            raise UnsafeWeightsError(f"{part} is a symbolic link (to {os.readlink(part)}); asczoo publishes only "
+                                     f"regular files inside {top}, never what a link points to")
+    real = path.resolve()
+    if real != base and base not in real.parents:
+        raise UnsafeWeightsError(f"{path} resolves to {real}, outside {top}; asczoo publishes only files inside it")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise UnsafeWeightsError(f"{path} is not a regular file; asczoo publishes only regular files")
 
 
 def publish_run(

@@ -180,7 +180,10 @@ def merge(base: Any, override: Any, *, path: str = "") -> Any:
         out = copy.deepcopy(dict(base))
         for key, value in override.items():
             sub = f"{path}.{key}" if path else str(key)
-            out[key] = merge(out[key], value, path=sub) if key in out else copy.deepcopy(value)
+            if key in NAMED_SECTIONS and key in out:
+                out[key] = _merge_named(out[key], value, path=sub)
+            else:
+                out[key] = merge(out[key], value, path=sub) if key in out else copy.deepcopy(value)
         return out
     if isinstance(override, Mapping) and isinstance(base, list):
         out = copy.deepcopy(base)
@@ -189,6 +192,24 @@ def merge(base: Any, override: Any, *, path: str = "") -> Any:
             out[index] = merge(out[index], value, path=f"{path}.{key}")
         return out
     return copy.deepcopy(override)
+
+
+#: sections that pick one of several kinds by ``name``; each kind has options of its own
+NAMED_SECTIONS = ("optimizer", "schedule")
+
+
+def _merge_named(base: Any, override: Any, *, path: str) -> Any:
+    """Merge into an ``optimizer`` or ``schedule`` section: another ``name`` switches the kind, and the
+    section is then the override alone (``schedule.name=cosine`` over a step schedule must not keep its
+    ``step_epochs``); the same name, or none, merges option by option."""
+    if isinstance(base, str):
+        base = {"name": base}
+    if isinstance(override, str):
+        override = {"name": override}
+    if isinstance(override, Mapping) and isinstance(base, Mapping) and "name" in override \
+            and override["name"] != base.get("name"):
+        return copy.deepcopy(dict(override))
+    return merge(base, override, path=path)
 
 
 def _list_index(items: list, key: Any, path: str) -> int:
