@@ -16,10 +16,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def readme_command(name: str) -> list[str]:
-    """The README's ``$ asczoo NAME ...`` line as arguments (without its comment)."""
-    lines = [line for line in README.read_text(encoding="utf-8").splitlines() if line.startswith(f"$ asczoo {name} ")]
-    assert len(lines) == 1, f"expected one `asczoo {name}` line in README.md, found {lines}"
+def readme_command(name: str, containing: str = "") -> list[str]:
+    """The README's ``$ asczoo NAME ...`` line (the one holding ``containing``) as arguments, without its
+    comment."""
+    lines = [line for line in README.read_text(encoding="utf-8").splitlines()
+             if line.startswith(f"$ asczoo {name} ") and containing in line]
+    assert len(lines) == 1, f"expected one `asczoo {name}` line with {containing!r} in README.md, found {lines}"
     return shlex.split(re.sub(r"\s+#.*$", "", lines[0]))[3:]
 
 
@@ -29,7 +31,7 @@ def test_readme_export_command(tmp_path, monkeypatch, capsys):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     args = readme_command("export")
-    train = readme_command("train")
+    train = readme_command("train", containing="--out")
     out = train[train.index("--out") + 1]
     # what the README's training line leaves behind: RUN/model (any saved model; the smallest is quickest)
     tiny_model("resnet18-segments").save_pretrained(tmp_path / out / "model")
