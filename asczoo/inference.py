@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
@@ -85,12 +86,14 @@ def clip_windows(frontend: Frontend, waveform: torch.Tensor, sample_rate: int,
 
 @torch.no_grad()
 def window_probabilities(model, windows: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
-    """Class probabilities ``(W, classes)`` of model inputs ``(W, N, C, F, T)``, ``batch_size`` at a time."""
+    """Class probabilities ``(W, classes)`` of model inputs ``(W, N, C, F, T)``, ``batch_size`` at a time:
+    a softmax over the classes, or one sigmoid per class for a multi-label model (``model.activation``)."""
     device = _device_of(model)
+    sigmoid = getattr(model, "activation", "softmax") == "sigmoid"
     out = []
     for start in range(0, windows.shape[0], batch_size):
         logits = model(windows[start:start + batch_size].to(device, non_blocking=True))
-        out.append(torch.softmax(logits.float(), dim=-1).cpu())
+        out.append((torch.sigmoid(logits.float()) if sigmoid else torch.softmax(logits.float(), dim=-1)).cpu())
     return torch.cat(out)
 
 
@@ -185,6 +188,10 @@ def predict_files(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if hop_seconds is not None and not (math.isfinite(hop_seconds) and hop_seconds > 0):
+        raise ValueError(f"hop_seconds (--hop) must be a positive number of seconds, got {hop_seconds}")
+    for classname in model.classes:
+        _tsv_field(classname, "class name")
     model.eval()
     frontend = model_frontend(model)
     device = _device_of(model)
@@ -205,6 +212,9 @@ def predict_files(
             tqdm(total=len(results), desc="predict", unit="file", disable=disable) as bar:
         for result, audio in zip(results, _read_ahead(pool, read_audio, [r.path for r in results], read_ahead)):
             try:
+                bad_name = tsv_problem(result.name)
+                if bad_name:  # not read at all: its row could not be written
+                    raise ValueError(f"file name {bad_name}; rename it")
                 waveform, rate = audio.result()
                 windows = clip_windows(frontend, waveform.to(device), rate, hop_seconds)
             except torch.OutOfMemoryError:
@@ -235,17 +245,44 @@ def _read_ahead(pool, read, paths: Sequence[Path], ahead: int) -> Iterator[concu
         yield futures.popleft()
 
 
+#: characters a TSV field cannot hold: they would split the row or the line
+TSV_UNSAFE = ("\t", "\n", "\r")
+
+
+def tsv_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a field of a submission or scores TSV (a tab or line break), or None."""
+    for char, name in (("\t", "a tab"), ("\n", "a line break"), ("\r", "a carriage return")):
+        if char in value:
+            return f"{value!r} holds {name}, which a tab-separated file cannot hold"
+    return None
+
+
+def _tsv_field(value: str, what: str) -> str:
+    problem = tsv_problem(value)
+    if problem:
+        raise ValueError(f"{what} {problem}; rename it")
+    return value
+
+
+def _tsv_bytes(text: str) -> bytes:
+    """UTF-8, with file names that are not valid UTF-8 written back as the bytes they are on disk."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def write_submission(results: Sequence[FileResult], path: str | os.PathLike) -> None:
     """The DCASE submission file: ``filename<TAB>scene_label`` with a header, predicted files only."""
     from asczoo.atomic import atomic_write
 
-    with atomic_write(path, "w") as f:
-        f.write(format_submission(results))
+    text = format_submission(results)
+    with atomic_write(path, "wb") as f:
+        f.write(_tsv_bytes(text))
 
 
 def format_submission(results: Sequence[FileResult]) -> str:
+    """The submission's text; a file or class name holding a tab or line break is refused (ValueError)."""
     lines = ["filename\tscene_label"]
-    lines += [f"{r.name}\t{r.prediction.label}" for r in results if r.prediction is not None]
+    lines += [f"{_tsv_field(r.name, 'file name')}\t{_tsv_field(r.prediction.label, 'class name')}"
+              for r in results if r.prediction is not None]
     return "\n".join(lines) + "\n"
 
 
@@ -253,13 +290,45 @@ def write_scores(results: Sequence[FileResult], classes: Sequence[str], path: st
     """Per-class probabilities: ``filename<TAB>scene_label<TAB>class_1 ...`` with a header."""
     from asczoo.atomic import atomic_write
 
-    with atomic_write(path, "w") as f:
-        f.write("\t".join(["filename", "scene_label", *classes]) + "\n")
-        for r in results:
-            if r.prediction is None:
-                continue
-            scores = (f"{r.prediction.probabilities[c]:.6f}" for c in classes)
-            f.write("\t".join([r.name, r.prediction.label, *scores]) + "\n")
+    lines = ["\t".join(["filename", "scene_label", *(_tsv_field(c, "class name") for c in classes)])]
+    for r in results:
+        if r.prediction is None:
+            continue
+        scores = (f"{r.prediction.probabilities[c]:.6f}" for c in classes)
+        lines.append("\t".join([_tsv_field(r.name, "file name"), r.prediction.label, *scores]))
+    with atomic_write(path, "wb") as f:
+        f.write(_tsv_bytes("\n".join(lines) + "\n"))
+
+
+def labels_above(prediction: Prediction, threshold: float) -> list[tuple[str, float]]:
+    """A multi-label prediction's classes with probability at least ``threshold``, most probable first."""
+    ranked = sorted(prediction.probabilities.items(), key=lambda item: -item[1])
+    return [(c, p) for c, p in ranked if p >= threshold]
+
+
+def format_multi_label(results: Sequence[FileResult], threshold: float) -> str:
+    """``filename<TAB>label,label,...`` (every label at or above ``threshold``) with a header."""
+    lines = ["filename\tlabels"]
+    for r in results:
+        if r.prediction is not None:
+            lines.append(f"{_tsv_field(r.name, 'file name')}\t"
+                         + ",".join(c for c, _ in labels_above(r.prediction, threshold)))
+    return "\n".join(lines) + "\n"
+
+
+def write_dcase_output(results: Sequence[FileResult], classes: Sequence[str], path: str | os.PathLike) -> None:
+    """DCASE 2024/2025 Task 1 system output (``output.csv``): tab-separated, a header row
+    ``filename scene_label <class> ...`` (the classes in the model's order), then per file its name, the
+    predicted scene and one probability per class; files that could not be read are left out.
+
+    File names are written as the DCASE 2024 baseline writes them: relative to the dataset's ``audio/``
+    folder (``audio/airport-lisbon-1000-40000-0-a.wav`` -> ``airport-lisbon-1000-40000-0-a.wav``)."""
+    write_scores([dataclasses.replace(r, name=dcase_file_name(r.name)) for r in results], classes, path)
+
+
+def dcase_file_name(name: str) -> str:
+    """``name`` without a leading ``audio/`` folder, the form DCASE Task 1 system outputs use."""
+    return name[len("audio/"):] if name.startswith("audio/") else name
 
 
 def default_scores_path(output: str | os.PathLike) -> Path:

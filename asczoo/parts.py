@@ -99,6 +99,8 @@ PART_KINDS: tuple[PartKind, ...] = (
         "an ``asczoo.interfaces.Dataset`` of ``(features (N, 3, F, T), label)``, usually an "
         "``asczoo.data.ClipDataset``", host_arguments=("root", "split", "fold", "frontend", "cache_dir"),
         check="check_dataset",
+        notes="Optional attributes of the factory (``frontend_defaults``, ``folds``, ``task``, ``synthesize``) "
+              "are read by :func:`asczoo.data.datasets.dataset_defaults`.",
     ),
     PartKind(
         "augmentation", "asczoo_register_augmentations", "batch augmentations", "factory(**options)",

@@ -54,7 +54,10 @@ def data_arguments(args: argparse.Namespace) -> dict[str, Any]:
         fold = int(fold_text)
     else:
         raise ValueError(f"--fold: expected a positive integer or 'none', got {args.fold!r}")
-    config: dict[str, Any] = {}
+    from asczoo.data.datasets import dataset_defaults
+
+    # the dataset's own frontend settings (its sample rate, clip length, segments) unless a model is named
+    config: dict[str, Any] = {} if args.model else dataset_defaults(args.dataset)["frontend"]
     if args.model:
         from asczoo.models.factory import model_recipe
 

@@ -15,6 +15,11 @@ def add_arguments(parser) -> None:
                         help="DCASE submission file (filename<TAB>scene_label); default: print to stdout")
     parser.add_argument("--scores", metavar="FILE",
                         help="per-class probabilities file (default with --output: OUTPUT.scores.tsv)")
+    parser.add_argument("--dcase-output", metavar="FILE",
+                        help="also write DCASE 2024/2025 Task 1 output.csv: filename, scene_label and one probability "
+                             "column per class, tab-separated (single-label models)")
+    parser.add_argument("--threshold", type=float, default=0.5, metavar="P",
+                        help="multi-label models: print every label with probability >= P (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, metavar="B", help="clip windows per forward pass (16)")
     parser.add_argument("--device", default=None, metavar="D", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--hop", type=float, default=None, metavar="SECONDS",
@@ -28,24 +33,50 @@ def run(args) -> int:
 
     from asczoo.models.factory import load_model
     from asczoo.inference import (
-        collect_audio_files, default_scores_path, format_submission, predict_files, write_scores, write_submission,
+        collect_audio_files, default_scores_path, format_multi_label, format_submission, labels_above, predict_files,
+        write_dcase_output, write_scores, write_submission,
     )
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0.0 < args.threshold < 1.0:
+        raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     files = collect_audio_files(args.paths)
     model = load_model(args.model, revision=args.revision, device=device)
+    multi_label = getattr(model, "task", "single-label") == "multi-label"
+    if multi_label and args.dcase_output:
+        raise ValueError(f"--dcase-output is the scene-classification output (one scene per file); "
+                         f"{args.model} is a multi-label model: use --output and --threshold")
 
     def report(result) -> None:
         print(f"asczoo predict: skipped {result.name}: {result.error}", file=sys.stderr)
 
     results = predict_files(model, files, batch_size=args.batch_size, hop_seconds=args.hop,
                             progress=False if args.quiet else None, on_error=report)
-    if args.output:
+    if multi_label:
+        from asczoo.atomic import atomic_write_text
+
+        if args.output:
+            atomic_write_text(args.output, format_multi_label(results, args.threshold))
+        else:
+            for r in results:
+                if r.prediction is not None:
+                    found = labels_above(r.prediction, args.threshold)
+                    shown = ", ".join(f"{c} {p:.3f}" for c, p in found) or f"(no label >= {args.threshold})"
+                    sys.stdout.write(f"{r.name}\t{shown}\n")
+    elif args.output:
         write_submission(results, args.output)
     else:
-        sys.stdout.write(format_submission(results))
+        text = format_submission(results)
+        if hasattr(sys.stdout, "buffer"):  # names that are not UTF-8 go out as the bytes they are on disk
+            sys.stdout.flush()
+            sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape"))
+            sys.stdout.buffer.flush()
+        else:
+            sys.stdout.write(text)
+    if args.dcase_output:
+        write_dcase_output(results, model.classes, args.dcase_output)
     scores = args.scores or (default_scores_path(args.output) if args.output else None)
     if scores:
         write_scores(results, model.classes, scores)
@@ -53,5 +84,5 @@ def run(args) -> int:
     done = len(results) - failed
     where = f" -> {args.output}" + (f", scores {scores}" if scores else "") if args.output else ""
     print(f"asczoo predict: {done} file(s) classified{where}"
-          + (f"; {failed} unreadable file(s) skipped" if failed else ""), file=sys.stderr)
+          + (f"; {failed} file(s) skipped (see above)" if failed else ""), file=sys.stderr)
     return 1 if failed else 0

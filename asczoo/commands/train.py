@@ -15,9 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/RECIPE-TIMESTAMP)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (starts it if there is none)")
+    parser.add_argument("--allow-data-change", action="store_true",
+                        help="with --resume: accept another dataset root than the run was started with")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, repeatable: stages.1.epochs=3, stages.stage1.optimizer.lr=0.05, "
                              "engine.compile=true, seed=1")
+    parser.add_argument("--fold", type=int, metavar="K",
+                        help="train on the dataset's official fold K (the same as --set data.fold=K); "
+                             "`asczoo cv` trains every fold")
     parser.add_argument("--list", action="store_true", help="list the training recipes and exit")
     parser.add_argument("--show", action="store_true", help="print the resolved recipe (overrides applied) and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch)")
@@ -43,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
         print("asczoo train: error: name a RECIPE (see `asczoo train --list`)", file=sys.stderr)
         return 2
     overrides = list(args.overrides)
+    if args.fold is not None:
+        if args.fold < 1:
+            print(f"asczoo train: error: --fold must be a positive integer, got {args.fold}", file=sys.stderr)
+            return 2
+        overrides.append(f"data.fold={args.fold}")
     if args.no_progress:
         overrides.append("engine.progress=false")
     if args.show:
@@ -51,5 +61,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from asczoo.training.runs import train
 
-    train(args.recipe, data=args.data, out=args.out, resume=args.resume, overrides=overrides)
+    train(args.recipe, data=args.data, out=args.out, resume=args.resume, overrides=overrides,
+          allow_data_change=args.allow_data_change)
     return 0

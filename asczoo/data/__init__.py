@@ -6,6 +6,10 @@ with listing and audio checks), the setup-file readers :func:`read_table`,
 split :func:`location_split` with :func:`location_of`, :func:`is_audio_file`, and the error types
 :class:`DataError` (one message naming every bad input) and :class:`Problem` (one bad input).
 
+Synthetic-layout writers of dataset plugins: :func:`write_audio` (atomic WAV/FLAC) and
+:func:`asczoo.atomic.atomic_write_text`; :func:`normalise_listed` keeps a listed path inside the root,
+:func:`dataset_defaults` reads what a dataset plugin says about itself.
+
 Frontend plugins: :func:`segment_starts` (the paper's segment hop rule). Augmentation plugins:
 :func:`check_batch` (the ``(B, N, 3, F, T)`` features / ``(B, K)`` targets contract).
 
@@ -14,13 +18,13 @@ The host's own entry points are here too: :func:`create_dataset`, :func:`extract
 package (``asczoo.data.feature_cache``, ``asczoo.data._lookup``, ...) may change without notice.
 """
 
-from asczoo.data.audio import is_audio_file
+from asczoo.data.audio import is_audio_file, write_audio
 from asczoo.data.augment import check_batch, create_augmentation
 from asczoo.data.checks import DataError, Problem
 from asczoo.data.dataset_check import check_dataset
 from asczoo.data.datasets import (
-    SPLITS, ClipDataset, create_dataset, find_setup_file, location_of, location_split, read_labelled_table,
-    read_setup_file, read_table,
+    SPLITS, ClipDataset, create_dataset, dataset_defaults, find_setup_file, location_of, location_split,
+    normalise_listed, read_labelled_table, read_setup_file, read_table,
 )
 from asczoo.data.feature_cache import extract
 from asczoo.data.frontend import create_frontend, segment_starts
@@ -29,5 +33,6 @@ from asczoo.interfaces import Clip
 __all__ = [
     "SPLITS", "Clip", "ClipDataset", "DataError", "Problem", "check_batch", "check_dataset", "create_augmentation",
     "create_dataset", "create_frontend", "extract", "find_setup_file", "is_audio_file", "location_of",
-    "location_split", "read_labelled_table", "read_setup_file", "read_table", "segment_starts",
+    "location_split", "read_labelled_table", "read_setup_file", "read_table", "segment_starts", "write_audio",
+    "dataset_defaults", "normalise_listed",
 ]

@@ -81,10 +81,11 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Header information of an audio file, with truncation detected for WAV files."""
     sf = _soundfile()
     path = str(path)
-    if not os.path.exists(path):
-        raise AudioError(f"{path}: file not found")
     try:
-        info = sf.info(path)
+        with open_regular(path) as f:
+            info = sf.info(f)
+    except AudioError:
+        raise
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
         raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from exc
     declared = info.frames
@@ -92,6 +93,36 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         declared = _wav_declared_frames(path, info.frames, info.channels, info.subtype)
     return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), int(declared),
                      str(info.format), str(info.subtype))
+
+
+def open_regular(path: str | os.PathLike):
+    """``path`` opened for binary reading, refusing anything but a regular file with :class:`AudioError`.
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO named ``x.wav``
+    (which a plain ``open`` would wait on forever), a device or a directory is never read as audio.
+    Python opens the file, not libsndfile: names that are not valid UTF-8 work like any other.
+    """
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise AudioError(f"{os.fsdecode(path)}: file not found") from None
+    except OSError as exc:
+        raise AudioError(f"{os.fsdecode(path)}: cannot open ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "not a regular file")
+            raise AudioError(f"{os.fsdecode(path)}: {kind}, not an audio file; only regular files are read as audio")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
@@ -103,10 +134,11 @@ def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     """
     sf = _soundfile()
     path = str(path)
-    if not os.path.exists(path):
-        raise AudioError(f"{path}: file not found")
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
+        with open_regular(path) as f:
+            data, rate = sf.read(f, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from exc
     return torch.from_numpy(data.T.copy()), int(rate)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from asczoo.data.checks import DataError, Problem, Report, check_files, split_overlap
-from asczoo.data.datasets import SPLITS, create_dataset
+from asczoo.data.datasets import SPLITS, create_dataset, dataset_defaults
 from asczoo.data.frontend import resolve_frontend
 
 
@@ -24,7 +24,7 @@ def check_dataset(
     **options: Any,
 ) -> Report:
     """Check the listing of every split and every listed audio file of dataset ``name`` at ``root``."""
-    fe = resolve_frontend(frontend)
+    fe = resolve_frontend(frontend if frontend is not None else (dataset_defaults(name)["frontend"] or None))
     report = Report()
     files: dict[str, str] = {}
     per_split: dict[str, list[str]] = {}
@@ -41,6 +41,7 @@ def check_dataset(
             files.setdefault(clip.file, clip.path)
     if "train" in per_split and "evaluate" in per_split:
         report.add(split_overlap(per_split["train"], per_split["evaluate"], source=f"fold {fold}"))
-    report.add(check_files(files, fe, workers=workers, progress=progress))
+    channels = dataset_defaults(name)["channels"] or 2  # a mono dataset's clips are not warned about
+    report.add(check_files(files, fe, workers=workers, progress=progress, channels=channels))
     report.files_checked = len(files) + len([p for p in report.problems if p.kind == "missing"])
     return report

@@ -17,6 +17,7 @@ reading every file once when the dataset is first used, so prefer a cache for la
 from __future__ import annotations
 
 import os
+import posixpath
 import random
 import re
 from collections import Counter, defaultdict
@@ -25,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from asczoo import plugins
 from asczoo.data import feature_cache
 from asczoo.data._lookup import HOST_ARGUMENTS, SPLITS, construct_dataset  # noqa: F401 - re-exported
 from asczoo.data.audio import is_audio_file
@@ -42,7 +44,7 @@ GROUP_COLUMNS = ("identifier", "location", "group", "recording", "location_id")
 DCASE_NAME = re.compile(r"^[a-z_]+-(?P<location>[a-z]+-\d+)-\d+(?:-[a-z0-9]+)?$")
 
 __all__ = [
-    "SPLITS", "Clip", "ClipDataset", "DataError", "create_dataset", "read_table", "read_setup_file",
+    "SPLITS", "Clip", "ClipDataset", "DataError", "create_dataset", "dataset_defaults", "read_table", "read_setup_file",
     "find_setup_file", "location_split", "location_of",
 ]
 
@@ -64,6 +66,8 @@ def create_dataset(
     config or None (``dcase-logmel`` defaults). ``cache_dir``: read features from a feature cache there.
     ``options`` go to the plugin (checked against its signature), e.g. ``skip_bad=True``.
     """
+    if frontend is None:
+        frontend = dataset_defaults(name)["frontend"] or None
     fe = resolve_frontend(frontend)
     dataset = construct_dataset(name, root, split=split, fold=fold, frontend=fe, cache_dir=cache_dir, options=options)
     if cache_dir is not None and getattr(dataset, "needs_extraction", False):
@@ -74,6 +78,26 @@ def create_dataset(
                               **dict(identity.get("options", {})))
         dataset.attach_cache()
     return dataset
+
+
+def dataset_defaults(name: str) -> dict[str, Any]:
+    """What a dataset plugin says about itself, from attributes of its factory (all optional):
+
+    ``frontend``: ``frontend_defaults``, the frontend settings that suit its clips (sample rate, clip
+    length, segment layout; the training loop merges them under a recipe's own, and a dataset built
+    without a frontend uses them); ``folds``: its official folds (``asczoo cv`` trains each); ``task``:
+    ``single-label`` or ``multi-label``; ``synthesize``: a writer of a small dataset in its layout
+    (``asczoo synth --layout NAME``), or None; ``channels``: the channel count of its clips when they
+    all have the same (``check-data`` warns about others), or None.
+    """
+    factory = plugins.get_part("dataset", name).factory
+    return {
+        "frontend": dict(getattr(factory, "frontend_defaults", None) or {}),
+        "folds": tuple(getattr(factory, "folds", None) or ()),
+        "task": str(getattr(factory, "task", None) or "single-label"),
+        "synthesize": getattr(factory, "synthesize", None),
+        "channels": getattr(factory, "channels", None),
+    }
 
 
 # -- clips and the dataset -----------------------------------------------------------------------------
@@ -100,23 +124,36 @@ class ClipDataset(DatasetInterface):
         skip_bad: bool = False,
         source: str = "",
         identity: Mapping[str, Any] | None = None,
+        problems: Sequence[Problem] = (),
     ) -> None:
         """``listing``: ``(file, label or None, identifier)`` as read; ``source``: the list's name for
         messages; ``identity``: what, besides name and root, determines the file lists (fold, options),
-        recorded in the cache manifest so a cache can be matched to this dataset."""
+        recorded in the cache manifest so a cache can be matched to this dataset; ``problems``: what
+        the plugin found wrong with listed files (a fold label contradicting the metadata, ...): those
+        of listed files count like the listing checks' own (refused, or left out with ``skip_bad``)."""
         self.name = name
         self.root = Path(root).resolve()
         self.split = split
         self.classes = list(classes)
+        unsafe = [c for c in self.classes if not isinstance(c, str) or not c or any(ch in c for ch in "\t\n\r")]
+        if unsafe:  # they would split rows of the submission and scores files, and lines of the model card
+            raise DataError(f"dataset {name!r}: class name(s) {', '.join(map(repr, unsafe))} hold a tab or line break "
+                            "or are empty; rename them",
+                            [Problem(repr(c), "unknown-label", "class name with a tab or line break") for c in unsafe])
         self.frontend = resolve_frontend(frontend)
         self.skip_bad = bool(skip_bad)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.identity = {"dataset": name, "root": str(self.root), **dict(identity or {})}
         where = f"dataset {name!r} ({split}) at {self.root}"
-        keep, problems = check_listing(
+        keep, found = check_listing(
             [(f, lab) for f, lab, _ in listing], self.classes, lambda f: (self.root / f).is_file(),
             source=source or "the file list",
         )
+        here = {f for f, _, _ in listing}
+        theirs = [p for p in problems if p.path in here]
+        refused = {p.path for p in theirs if p.severity == "error"}
+        keep = [i for i in keep if listing[i][0] not in refused]
+        problems = theirs + found
         if not self.skip_bad:
             raise_if_errors(problems, where, "Fix them, or pass skip_bad=True (--skip-bad) to leave them out.")
         self.skipped: list[Problem] = list(problems)
@@ -263,14 +300,41 @@ def read_labelled_table(path: str | os.PathLike) -> list[tuple[str, str | None, 
         raise DataError(f"{path}: no file column; expected one of {', '.join(FILE_COLUMNS)} in the header {header}",
                         [Problem(str(path), "missing-setup", f"no file column in the header {header}")])
     out = []
+    outside: list[Problem] = []
     for number, row in enumerate(rows, start=2 if header else 1):
         if fcol >= len(row) or not row[fcol]:
             raise DataError(f"{path}, line {number}: no file name in {row}",
                             [Problem(str(path), "missing-setup", f"line {number}: no file name")])
         label = row[lcol] if lcol is not None and lcol < len(row) and row[lcol] else None
         group = row[gcol] if gcol is not None and gcol < len(row) and row[gcol] else None
-        out.append((row[fcol], label, group))
+        file = normalise_listed(row[fcol])
+        if file is None:
+            outside.append(Problem(row[fcol], "outside-root",
+                                   f"{path}, line {number}: the path leaves the dataset root (absolute, or '..' "
+                                   "above it); expected a path relative to the root"))
+            continue
+        out.append((file, label, group))
+    if outside:
+        raise_if_errors(outside, f"{path}", "Every listed file must lie inside the dataset root.")
     return out
+
+
+def normalise_listed(file: str) -> str | None:
+    """A listed path in one spelling (``./audio/x.wav`` and ``audio//x.wav`` are ``audio/x.wav``), or None
+    when it would leave the dataset root: absolute (``/etc/passwd``, ``/proc/self/environ``) or climbing
+    above it with ``..``.
+
+    The check is on the text: a symbolic link inside the root (an ``audio`` folder linked to a data disk)
+    is the owner's choice and is followed.
+    """
+    if not file or "\x00" in file:
+        return None
+    if file.startswith("/"):
+        return None
+    clean = posixpath.normpath(file)
+    if clean in (".", "..") or clean.startswith("../"):
+        return None
+    return clean
 
 
 def read_setup_file(path: str | os.PathLike) -> list[tuple[str, str | None]]:

@@ -52,6 +52,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _CONFIG_KEYS = {
     "asczoo_format", "asczoo_version", "name", "tag", "recipe", "classes", "num_classes", "input_shape",
     "frontend", "metrics", "normalization", "training", "plugins",
+    "task", "activation",  # multi-label models say so (the recipe's task); the activation the logits expect
 }
 #: recipe keys that config.json stores only at its top level
 STORED_AT_TOP = ("frontend", "classes", "num_classes")
@@ -471,10 +472,31 @@ def upload_folder(
 def publishable_files(folder: str | os.PathLike) -> list[str]:
     """The files of a model folder that are uploaded: weights, config, card and the confusion image."""
     folder = Path(folder)
-    names = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CONFUSION_NAME) if (folder / n).is_file()]
+    names = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CONFUSION_NAME) if os.path.lexists(folder / n)]
+    for name in names:
+        _check_own_file(folder / name, folder)
     for required in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
         if required not in names:
             raise FileNotFoundError(f"{folder}: no {required} to upload")
     return names
 
 
+def check_own_file(path: Path, top: Path) -> None:
+    """Refuse a run or model folder's file that is a symbolic link (at any level below ``top``), resolves
+    outside ``top`` or is not a regular file: a link to ``/etc/shadow`` named ``confusion_matrix.png``
+    must never be read into a card or uploaded."""
+    import stat
+
+    base = top.resolve()
+    for part in [path, *(p for p in path.parents if p != top and top in p.parents)]:
+        if part.is_symlink():
+            raise UnsafeWeightsError(f"{part} is a symbolic link (to {os.readlink(part)}); asczoo publishes only "
+                                     f"regular files inside {top}, never what a link points to")
+    real = path.resolve()
+    if real != base and base not in real.parents:
+        raise UnsafeWeightsError(f"{path} resolves to {real}, outside {top}; asczoo publishes only files inside it")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise UnsafeWeightsError(f"{path} is not a regular file; asczoo publishes only regular files")
+
+
+_check_own_file = check_own_file

@@ -160,8 +160,20 @@ class AscModel(nn.Module):
             "num_classes": self.num_classes,
             "input_shape": list(self.input_shape),
             "frontend": copy.deepcopy(self.frontend_config),
+            "task": self.task,
+            "activation": self.activation,
             "metrics": copy.deepcopy(self.metrics),
         }
+
+    @property
+    def task(self) -> str:
+        """``single-label`` (one class per clip) or ``multi-label`` (any number), from the recipe's ``task``."""
+        return str(self.recipe.get("task") or "single-label")
+
+    @property
+    def activation(self) -> str:
+        """What turns the logits into probabilities: ``softmax`` (single-label) or ``sigmoid`` (multi-label)."""
+        return "sigmoid" if self.task == "multi-label" else "softmax"
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of the backbone, the relation blocks, the head, and in total."""

@@ -138,7 +138,11 @@ def _differences(saved: Mapping[str, Any], built: Mapping[str, Any]) -> str:
 
 
 def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -> None:
-    """``model.load_state_dict(state)``, first checking names and shapes for a message naming them."""
+    """``model.load_state_dict(state)``, first checking names, shapes and dtypes for a message naming them.
+
+    The dtypes must be the model's own: weights stored as fp16, int64 or bool are refused rather than
+    cast (no widening either: a model saved in half precision is loaded into a half-precision model).
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -146,8 +150,15 @@ def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -
         f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
         for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape)
     )
+    # no silent cast: load_state_dict would copy fp16 (precision already lost), int64 or bool tensors
+    # into float32 parameters without a word; a file must hold the dtypes the model has
+    dtypes = sorted(
+        f"{k} (file {str(state[k].dtype).removeprefix('torch.')}, model {str(own[k].dtype).removeprefix('torch.')})"
+        for k in set(own) & set(state) if state[k].dtype != own[k].dtype
+    )
     problems = []
-    for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes),
+                        ("wrong dtype", dtypes)):
         if items:
             more = f", ... ({len(items) - 8} more)" if len(items) > 8 else ""
             problems.append(f"{len(items)} {what}: {', '.join(items[:8])}{more}")

@@ -13,13 +13,17 @@ def merge(base: Any, override: Any, *, path: str = "") -> Any:
 
     Mappings merge key by key; a mapping merged into a list addresses its items by index (``"1"`` or
     ``1``) or by their ``name``; any other value replaces (``None`` included: ``{"relation": None}``
-    drops a model's relation blocks). ``path`` is the dotted key, for messages.
+    drops a model's relation blocks). In ``optimizer`` and ``schedule`` sections another ``name``
+    switches the kind (:data:`NAMED_SECTIONS`). ``path`` is the dotted key, for messages.
     """
     if isinstance(override, Mapping) and isinstance(base, Mapping):
         out = copy.deepcopy(dict(base))
         for key, value in override.items():
             sub = f"{path}.{key}" if path else str(key)
-            out[key] = merge(out[key], value, path=sub) if key in out else copy.deepcopy(value)
+            if key in NAMED_SECTIONS and key in out:
+                out[key] = _merge_named(out[key], value, path=sub)
+            else:
+                out[key] = merge(out[key], value, path=sub) if key in out else copy.deepcopy(value)
         return out
     if isinstance(override, Mapping) and isinstance(base, list):
         out = copy.deepcopy(base)
@@ -28,6 +32,24 @@ def merge(base: Any, override: Any, *, path: str = "") -> Any:
             out[index] = merge(out[index], value, path=f"{path}.{key}")
         return out
     return copy.deepcopy(override)
+
+
+#: sections that pick one of several kinds by ``name``; each kind has options of its own
+NAMED_SECTIONS = ("optimizer", "schedule")
+
+
+def _merge_named(base: Any, override: Any, *, path: str) -> Any:
+    """Merge into an ``optimizer`` or ``schedule`` section: another ``name`` switches the kind, and the
+    section is then the override alone (``schedule.name=cosine`` over a step schedule must not keep its
+    ``step_epochs``); the same name, or none, merges option by option."""
+    if isinstance(base, str):
+        base = {"name": base}
+    if isinstance(override, str):
+        override = {"name": override}
+    if isinstance(override, Mapping) and isinstance(base, Mapping) and "name" in override \
+            and override["name"] != base.get("name"):
+        return copy.deepcopy(dict(override))
+    return merge(base, override, path=path)
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -47,7 +47,9 @@ SECTION_KIND = {section: kind.name for section, kind in SECTION_KINDS.items()}
 HOST_SUPPLIED = {section: kind.host_arguments for section, kind in SECTION_KINDS.items()}
 #: keys of a ``relation`` section that the host consumes (placement), not the block factory
 RELATION_HOST_KEYS = ("placement", "position", "per_placement")
-RECIPE_KEYS = {*SECTIONS, "description", "extends", "num_classes", "classes", "weights", "paper", "notes"}
+RECIPE_KEYS = {*SECTIONS, "description", "extends", "num_classes", "classes", "weights", "paper", "notes", "task"}
+#: ``task`` values: one class per clip (softmax, cross-entropy) or any number (sigmoid, binary cross-entropy)
+TASKS = ("single-label", "multi-label")
 REQUIRED_SECTIONS = ("backbone", "inflator", "head", "frontend")
 WEIGHT_KEYS = {"repo_id", "revision", "description", "metrics", "license", "default"}
 _PLACEMENT_RE = re.compile(PLACEMENT_PATTERN)
@@ -151,6 +153,8 @@ def validate_recipe(recipe: dict[str, Any], *, where: str) -> dict[str, Any]:
             )
     if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
         raise RecipeError(f"{where}: key 'num_classes' must be a positive integer, got {num_classes!r}")
+    if out.get("task", TASKS[0]) not in TASKS:
+        raise RecipeError(f"{where}: key 'task' is {out['task']!r}; expected {' or '.join(TASKS)}")
     for section in SECTIONS:
         spec = out.get(section)
         if spec is None:

@@ -157,11 +157,14 @@ def check_dataset(dataset: Any, *, items: int = 3, skip: Iterable[str] = ()):
 
     Checks: ``interface`` (non-empty, ``classes`` a list of distinct names, ``files`` one string per
     item), ``items`` (up to ``items`` items spread over the dataset are ``(features float32 (N, 3, F, T),
-    label int)`` with ``-1 <= label < len(classes)``, all of one shape, the frontend's ``output_shape``
+    label int)`` with ``-1 <= label < len(classes)`` (a multi-label dataset: a multi-hot int64 vector over
+    ``classes``), all of one shape, the frontend's ``output_shape``
     when the dataset has a ``frontend``), ``determinism`` (an item read twice is the same),
     ``collate`` (a ``DataLoader`` batches it into ``(B, N, 3, F, T)`` and int64 labels).
     """
     suite = Suite(f"dataset {getattr(dataset, 'name', type(dataset).__name__)!r}", DATASET_CHECKS, skip)
+    #: a multi-label dataset (``task = "multi-label"``) labels items with multi-hot vectors over ``classes``
+    multi_label = getattr(dataset, "task", "single-label") == "multi-label"
 
     def interface() -> None:
         size = len(dataset)
@@ -198,6 +201,13 @@ def check_dataset(dataset: Any, *, items: int = 3, skip: Iterable[str] = ()):
             if expected is not None:
                 assert_shape(features, expected, f"{what} (the frontend's output_shape)")
             shapes.add(tuple(features.shape))
+            if multi_label:
+                if not (isinstance(label, torch.Tensor) and tuple(label.shape) == (len(dataset.classes),)
+                        and label.dtype == torch.int64 and bool(((label == 0) | (label == 1)).all())):
+                    raise AssertionError(f"item {index} label of a multi-label dataset must be a multi-hot int64 "
+                                         f"vector of {len(dataset.classes)} (one per class), got {label!r}")
+                shapes.add(tuple(features.shape))
+                continue
             value = int(label) if isinstance(label, torch.Tensor) and label.numel() == 1 else label
             if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value < len(dataset.classes):
                 raise AssertionError(
@@ -207,7 +217,7 @@ def check_dataset(dataset: Any, *, items: int = 3, skip: Iterable[str] = ()):
 
     def determinism() -> None:
         a, b = dataset[0], dataset[0]
-        if not torch.equal(a[0], b[0]) or int(a[1]) != int(b[1]):
+        if not torch.equal(a[0], b[0]) or not torch.equal(torch.as_tensor(a[1]), torch.as_tensor(b[1])):
             raise AssertionError("item 0 read twice gives different features or labels")
 
     def collate() -> None:
@@ -217,7 +227,8 @@ def check_dataset(dataset: Any, *, items: int = 3, skip: Iterable[str] = ()):
         features, labels = next(iter(DataLoader(dataset, batch_size=size, shuffle=False)))
         if features.dim() != 5 or features.shape[0] != size:
             raise AssertionError(f"a DataLoader batch of {size} has features {tuple(features.shape)}")
-        if labels.dtype != torch.int64 or tuple(labels.shape) != (size,):
+        wanted = (size, len(dataset.classes)) if multi_label else (size,)
+        if labels.dtype != torch.int64 or tuple(labels.shape) != wanted:
             raise AssertionError(f"a DataLoader batch of {size} has labels {labels.dtype} {tuple(labels.shape)}")
 
     suite.run("interface", interface)

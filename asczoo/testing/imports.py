@@ -23,7 +23,10 @@ PUBLIC_API: dict[str, frozenset[str] | None] = {
         "SPLITS", "Clip", "ClipDataset", "DataError", "Problem", "check_batch", "check_dataset",
         "create_augmentation", "create_dataset", "create_frontend", "extract", "find_setup_file", "is_audio_file",
         "location_of", "location_split", "read_labelled_table", "read_setup_file", "read_table", "segment_starts",
+        "write_audio", "dataset_defaults", "normalise_listed",
     }),
+    #: atomic file writes (checkpoints, caches, a synthetic layout's text files)
+    "asczoo.atomic": frozenset({"atomic_write", "atomic_write_text", "atomic_save_safetensors"}),
     #: the recipe schema check, for parts that build sub-parts from options of their own
     "asczoo.recipes": frozenset({"check_arguments", "RecipeError"}),
     "asczoo.plugins": frozenset({

@@ -466,6 +466,20 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: f
     return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
 
 
+def binary_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Per-sample binary cross-entropy of multi-label logits against (multi-hot or mixed) ``targets``,
+    averaged over the classes (the sigmoid/BCE loss of multi-label tasks such as FSD50K)."""
+    targets = targets.float()
+    if smoothing:
+        targets = targets * (1.0 - smoothing) + 0.5 * smoothing
+    return F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none").mean(-1)
+
+
+def is_multi_label(model: nn.Module) -> bool:
+    """Whether the model's task is ``multi-label`` (``AscModel.task``; other modules are single-label)."""
+    return getattr(model, "task", "single-label") == "multi-label"
+
+
 def autocast(runtime: Runtime):
     dtype = runtime.autocast_dtype
     if dtype is None:
@@ -475,11 +489,20 @@ def autocast(runtime: Runtime):
 
 @torch.no_grad()
 def evaluate_features(model: nn.Module, source: Features, *, runtime: Runtime, batch_size: int,
-                      num_classes: int) -> dict[str, Any]:
+                      num_classes: int, predictions: bool = False) -> dict[str, Any]:
     """Clip-level loss, accuracy and confusion matrix (rows: true class, columns: predicted), reduced
-    over ranks (each rank evaluates every W-th clip)."""
+    over ranks (each rank evaluates every W-th clip).
+
+    ``predictions``: also return ``predicted``, every clip's predicted class in dataset order (for reports
+    by recording device). A multi-label model (:func:`is_multi_label`) is scored by
+    :func:`evaluate_multi_label` instead: ``accuracy`` then holds its mAP, the figure stages select on.
+    """
+    if is_multi_label(model):
+        return evaluate_multi_label(model, source, runtime=runtime, batch_size=batch_size, num_classes=num_classes)
     model.eval()
     indices = list(range(runtime.rank, len(source), runtime.world_size))
+    predicted_all = torch.zeros(len(source), dtype=torch.float64, device=runtime.device) if predictions else None
+    offset = 0
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=runtime.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
     if source.in_memory:
@@ -498,9 +521,60 @@ def evaluate_features(model: nn.Module, source: Features, *, runtime: Runtime, b
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         predicted = logits.argmax(-1)
         confusion.index_put_((labels, predicted), torch.ones_like(labels, dtype=torch.float64), accumulate=True)
+        if predicted_all is not None:
+            where = torch.as_tensor(indices[offset:offset + len(predicted)], device=runtime.device)
+            predicted_all[where] = predicted.double()
+            offset += len(predicted)
     runtime.all_reduce(confusion)
     runtime.all_reduce(loss_sum)
-    return summarize_confusion(confusion.cpu(), loss_sum=float(loss_sum))
+    result = summarize_confusion(confusion.cpu(), loss_sum=float(loss_sum))
+    if predicted_all is not None:
+        runtime.all_reduce(predicted_all)  # each clip was predicted by one rank, zeros elsewhere
+        result["predicted"] = predicted_all.long().cpu().tolist()
+    return result
+
+
+@torch.no_grad()
+def evaluate_multi_label(model: nn.Module, source: Features, *, runtime: Runtime, batch_size: int,
+                         num_classes: int) -> dict[str, Any]:
+    """Multi-label scores of a split: mean binary cross-entropy, ``mAP`` (macro average precision over
+    the classes with at least one positive clip) and ``per_class_ap`` (None for a class without
+    positives), computed by scikit-learn on the sigmoid outputs of every clip (gathered over ranks).
+    ``accuracy`` repeats the mAP (the figure a stage keeps its best epoch by) and ``metric`` says so."""
+    from sklearn.metrics import average_precision_score
+
+    model.eval()
+    indices = list(range(runtime.rank, len(source), runtime.world_size))
+    scores = torch.zeros(len(source), num_classes, dtype=torch.float64, device=runtime.device)
+    truth = torch.zeros(len(source), num_classes, dtype=torch.float64, device=runtime.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
+    for chunk in _chunks(indices, batch_size):
+        where = torch.as_tensor(chunk, device=runtime.device)
+        if source.in_memory:
+            features, labels = source.tensor[where].float(), source.labels[where]
+        else:
+            items = [source.dataset[i] for i in chunk]
+            features = torch.stack([x for x, _ in items]).to(runtime.device).float()
+            labels = torch.stack([torch.as_tensor(y) for _, y in items]).to(runtime.device)
+        with autocast(runtime):
+            logits = model(features)
+        logits = logits.float()
+        loss_sum += binary_cross_entropy(logits, labels).sum().double()
+        scores[where] = torch.sigmoid(logits).double()
+        truth[where] = labels.double()
+    runtime.all_reduce(scores)
+    runtime.all_reduce(truth)
+    runtime.all_reduce(loss_sum)
+    y, p = truth.cpu().numpy() > 0.5, scores.cpu().numpy()
+    per_class: list[float | None] = []
+    for k in range(num_classes):
+        per_class.append(float(average_precision_score(y[:, k], p[:, k])) if y[:, k].any() else None)
+    present = [v for v in per_class if v is not None]
+    mean_ap = sum(present) / len(present) if present else float("nan")
+    clips = len(source)
+    return {"accuracy": mean_ap, "mAP": mean_ap, "metric": "mAP", "per_class_ap": per_class,
+            "per_class_accuracy": per_class, "confusion": [], "clips": clips,
+            "loss": float(loss_sum) / clips if clips else float("nan")}
 
 
 def summarize_confusion(confusion: torch.Tensor, *, loss_sum: float | None = None) -> dict[str, Any]:
@@ -668,6 +742,7 @@ class StageLoop:
         if runtime.channels_last:
             to_channels_last(module)
         self.num_classes = module.num_classes
+        self.multi_label = is_multi_label(module)
         self.optimizer = build_optimizer(module, stage.optimizer)
         self.schedule = build_schedule(self.optimizer, stage.schedule, stage.epochs)
         self.augment = create_augmentations(stage.augment)
@@ -753,18 +828,22 @@ class StageLoop:
                    disable=not runtime.progress, leave=False, dynamic_ncols=True)
         seen, shown = 0, -1.0
         for step, (features, labels) in enumerate(self.stream.epoch(epoch)):
-            targets = one_hot(labels, num_classes)
+            targets = labels.float() if self.multi_label else one_hot(labels, num_classes)
             features, targets = self.augment(features, targets)
             with self.sync_bn, autocast(runtime):
                 logits = runner(features)
-            losses = soft_cross_entropy(logits, targets, stage.label_smoothing)
+            losses = (binary_cross_entropy if self.multi_label else soft_cross_entropy)(logits, targets,
+                                                                                         stage.label_smoothing)
             loss = losses.sum() * (runtime.world_size / global_sizes[step])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             with torch.no_grad():
-                correct = (logits.argmax(-1) == targets.argmax(-1)).sum()
+                if self.multi_label:  # the top-scoring class is one of the clip's labels
+                    correct = (targets.gather(-1, logits.argmax(-1, keepdim=True)) > 0.5).sum()
+                else:
+                    correct = (logits.argmax(-1) == targets.argmax(-1)).sum()
                 totals += torch.stack([losses.detach().sum().double(), correct.double(),
                                        torch.tensor(float(len(labels)), dtype=torch.float64, device=runtime.device)])
             seen += global_sizes[step]

@@ -32,18 +32,57 @@ class Evaluation:
     confusion: list[list[int]]
     clips: int
     loss: float | None = None
+    #: ``accuracy``, or ``mAP`` for a multi-label model: then ``accuracy`` holds the mAP and
+    #: ``per_class_accuracy`` each class's average precision (there is no confusion matrix)
+    metric: str = "accuracy"
+    #: accuracy by recording device (:func:`device_report`), for datasets that know each clip's device
+    devices: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report mapping (the keys the model card reads: see :mod:`asczoo.hub.card`)."""
-        return {
-            "model": self.model, "dataset": self.dataset, "split": self.split, "num_clips": self.clips,
-            "accuracy": self.accuracy, "loss": self.loss, "classes": list(self.classes),
-            "per_class_accuracy": dict(zip(self.classes, self.per_class_accuracy)),
-            "confusion_matrix": self.confusion,
-        }
+        if self.metric == "mAP":
+            out = {"model": self.model, "dataset": self.dataset, "split": self.split, "num_clips": self.clips,
+                   "task": "multi-label", "mAP": self.accuracy, "loss": self.loss, "classes": list(self.classes),
+                   "per_class_ap": dict(zip(self.classes, self.per_class_accuracy))}
+        else:
+            out = {
+                "model": self.model, "dataset": self.dataset, "split": self.split, "num_clips": self.clips,
+                "accuracy": self.accuracy, "loss": self.loss, "classes": list(self.classes),
+                "per_class_accuracy": dict(zip(self.classes, self.per_class_accuracy)),
+                "confusion_matrix": self.confusion,
+            }
+        if self.devices is not None:
+            out["devices"] = self.devices
+        return out
 
     def format(self) -> str:
-        """A plain-text report: overall accuracy, per-class accuracy, the confusion matrix."""
+        """A plain-text report: overall accuracy, per-class accuracy, the confusion matrix (multi-label:
+        mAP and per-class average precision); then accuracy by device when known."""
+        if self.metric == "mAP":
+            return self._format_multi_label() + self._format_devices()
+        return self._format_single_label() + self._format_devices()
+
+    def _format_multi_label(self) -> str:
+        width = max(len(c) for c in self.classes)
+        lines = [f"{self.model} on {self.dataset} ({self.split}, {self.clips} clips): mAP {100 * self.accuracy:.2f}%"
+                 + (f", loss {self.loss:.4f}" if self.loss is not None else ""), "", "per-class average precision:"]
+        for name, ap in zip(self.classes, self.per_class_accuracy):
+            lines.append(f"  {name:<{width}}  " + ("   n/a (no positive clip)" if ap is None else f"{100 * ap:6.2f}%"))
+        return "\n".join(lines)
+
+    def _format_devices(self) -> str:
+        if not self.devices:
+            return ""
+        lines = ["", "", "accuracy by recording device (DCASE: seen and unseen devices, macro average):"]
+        for device, row in self.devices["per_device"].items():
+            kind = "unseen" if device in self.devices["unseen_devices"] else "seen"
+            lines.append(f"  {device:<4} {kind:<6} {100 * row['accuracy']:6.2f}%  ({row['correct']}/{row['clips']})")
+        for key in ("seen", "unseen", "macro"):
+            value = self.devices.get(key)
+            lines.append(f"  {key:<11} " + ("   n/a" if value is None else f"{100 * value:6.2f}%"))
+        return "\n".join(lines)
+
+    def _format_single_label(self) -> str:
         width = max(len(c) for c in self.classes)
         lines = [f"{self.model} on {self.dataset} ({self.split}, {self.clips} clips): "
                  f"accuracy {100 * self.accuracy:.2f}%" + (f", loss {self.loss:.4f}" if self.loss is not None else ""),
@@ -148,19 +187,51 @@ def evaluate(
     runtime = Runtime(device=torch.device(device), num_workers=workers, progress=False,
                       precision="bf16" if torch.device(device).type == "cuda" else "fp32")
     model = model.to(runtime.device)
-    result = evaluate_features(model, Features(ds, runtime=runtime, in_memory=False), runtime=runtime,
-                               batch_size=batch_size, num_classes=model.num_classes)
-    return Evaluation(model=model.name, dataset=name, split=split, classes=list(model.classes),
-                      accuracy=result["accuracy"], per_class_accuracy=result["per_class_accuracy"],
-                      confusion=result["confusion"], clips=result["clips"], loss=result.get("loss"))
+    features = Features(ds, runtime=runtime, in_memory=False)
+    result = evaluate_features(model, features, runtime=runtime, batch_size=batch_size,
+                               num_classes=model.num_classes, predictions=hasattr(ds, "device_of"))
+    return from_summary(result, model=model.name, dataset=name, split=split, classes=model.classes, dataset_obj=ds)
 
 
 def from_summary(summary: Mapping[str, Any], *, model: str, dataset: str, split: str,
-                 classes: Sequence[str]) -> Evaluation:
-    """An :class:`Evaluation` from the engine's summary dict (``evaluate_features``)."""
+                 classes: Sequence[str], dataset_obj: Any = None) -> Evaluation:
+    """An :class:`Evaluation` from the engine's summary dict (``evaluate_features``). With the evaluated
+    dataset (``dataset_obj``) that knows each clip's device (``device_of``, ``unseen_devices``) and the
+    summary's per-clip ``predicted``, the evaluation carries the per-device report."""
+    devices = None
+    if dataset_obj is not None and "predicted" in summary and hasattr(dataset_obj, "device_of"):
+        devices = device_report(dataset_obj.labels, summary["predicted"],
+                                [dataset_obj.device_of.get(f, "?") for f in dataset_obj.files],
+                                unseen=getattr(dataset_obj, "unseen_devices", ()))
     return Evaluation(model=model, dataset=dataset, split=split, classes=list(classes),
                       accuracy=summary["accuracy"], per_class_accuracy=summary["per_class_accuracy"],
-                      confusion=summary["confusion"], clips=summary["clips"], loss=summary.get("loss"))
+                      confusion=summary["confusion"], clips=summary["clips"], loss=summary.get("loss"),
+                      metric=summary.get("metric", "accuracy"), devices=devices)
+
+
+def device_report(labels: Sequence[int], predicted: Sequence[int], devices: Sequence[str], *,
+                  unseen: Sequence[str] = ()) -> dict[str, Any]:
+    """Accuracy by recording device, as DCASE reports the TAU Mobile sets: each device's accuracy, the
+    mean over the seen devices (those in the training data), over the ``unseen`` ones, and over all
+    devices (``macro``: every device counts once, however many clips it has)."""
+    if not len(labels) == len(predicted) == len(devices):
+        raise ValueError(f"device_report: {len(labels)} labels, {len(predicted)} predictions and {len(devices)} "
+                         "devices; expected one of each per clip")
+    per: dict[str, list[int]] = {}
+    for label, guess, device in zip(labels, predicted, devices):
+        row = per.setdefault(device, [0, 0])
+        row[0] += int(label == guess)
+        row[1] += 1
+    per_device = {d: {"accuracy": c / n, "correct": c, "clips": n} for d, (c, n) in sorted(per.items())}
+
+    def mean(names: Sequence[str]) -> float | None:
+        values = [per_device[d]["accuracy"] for d in names]
+        return sum(values) / len(values) if values else None
+
+    unseen_here = [d for d in per_device if d in set(unseen)]
+    seen_here = [d for d in per_device if d not in set(unseen)]
+    return {"per_device": per_device, "unseen_devices": list(unseen), "seen": mean(seen_here),
+            "unseen": mean(unseen_here), "macro": mean(list(per_device))}
 
 
 # -- report files ----------------------------------------------------------------------------------------
@@ -179,6 +250,8 @@ def confusion_png(evaluation: Evaluation, path: str | os.PathLike, *, title: str
         return False
     from asczoo.atomic import atomic_write
 
+    if not evaluation.confusion:  # multi-label: no confusion matrix
+        return False
     counts = torch.tensor(evaluation.confusion, dtype=torch.float64)
     rates = counts / counts.sum(1, keepdim=True).clamp_min(1)
     k = len(evaluation.classes)
@@ -205,12 +278,24 @@ def confusion_png(evaluation: Evaluation, path: str | os.PathLike, *, title: str
 def markdown_report(title: str, evaluations: Mapping[str, Evaluation], *, notes: Sequence[str] = ()) -> str:
     """A Markdown report: one accuracy table over the stages, then per-class accuracies."""
     lines = [f"# {title}", ""]
-    lines += ["| stage | model | clips | accuracy |", "|---|---|---|---|"]
+    metric = next(iter(evaluations.values())).metric if evaluations else "accuracy"
+    lines += [f"| stage | model | clips | {metric} |", "|---|---|---|---|"]
     for stage, ev in evaluations.items():
         lines.append(f"| {stage} | {ev.model} | {ev.clips} | {100 * ev.accuracy:.2f} % |")
+    for stage, ev in evaluations.items():
+        if ev.devices:
+            lines += ["", f"## Accuracy by device ({stage})", "", "| device | seen/unseen | clips | accuracy |",
+                      "|---|---|---|---|"]
+            for device, row in ev.devices["per_device"].items():
+                kind = "unseen" if device in ev.devices["unseen_devices"] else "seen"
+                lines.append(f"| {device} | {kind} | {row['clips']} | {100 * row['accuracy']:.2f} % |")
+            for key in ("seen", "unseen", "macro"):
+                if ev.devices.get(key) is not None:
+                    lines.append(f"| {key} (mean over devices) | | | {100 * ev.devices[key]:.2f} % |")
     if evaluations:
         classes = next(iter(evaluations.values())).classes
-        lines += ["", "## Per-class accuracy", "", "| class | " + " | ".join(evaluations) + " |",
+        heading = "Per-class average precision" if metric == "mAP" else "Per-class accuracy"
+        lines += ["", f"## {heading}", "", "| class | " + " | ".join(evaluations) + " |",
                   "|---|" + "---|" * len(evaluations)]
         for i, name in enumerate(classes):
             cells = [("n/a" if ev.per_class_accuracy[i] is None else f"{100 * ev.per_class_accuracy[i]:.1f} %")

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 from asczoo.hub.files import (
-    CONFIG_NAME, CONFUSION_NAME, PICKLE_SUFFIXES, REPORT_NAME, WEIGHTS_NAME, publishable_files, push_to_hub,
-    save_pretrained,
+    CARD_NAME, CONFIG_NAME, CONFUSION_NAME, PICKLE_SUFFIXES, REPORT_NAME, WEIGHTS_NAME, check_own_file,
+    publishable_files, push_to_hub, save_pretrained,
 )
 from asczoo.models.pretrained import load_pretrained
 
@@ -62,9 +62,14 @@ def find_run_files(run_dir: str | os.PathLike) -> RunFiles:
     folders = [model_dir, *(p for p in model_dir.parents if p == top or top in p.parents)]
 
     def nearest(name: str) -> Path | None:
-        return next((folder / name for folder in folders if (folder / name).is_file()), None)
+        return next((folder / name for folder in folders if os.path.lexists(folder / name)), None)
 
-    return RunFiles(model_dir, nearest(REPORT_NAME), nearest(CONFUSION_NAME))
+    found = RunFiles(model_dir, nearest(REPORT_NAME), nearest(CONFUSION_NAME))
+    for path in (model_dir / CONFIG_NAME, model_dir / WEIGHTS_NAME, model_dir / CARD_NAME, found.report,
+                 found.confusion_matrix):
+        if path is not None and os.path.lexists(path):
+            check_own_file(path, top)
+    return found
 
 
 def publish_run(

@@ -48,6 +48,10 @@ class StageResult:
     kept: str
     model_dir: str
     history: list[dict[str, Any]]
+    #: what ``accuracy`` measures: ``accuracy``, or ``mAP`` for a multi-label model
+    metric: str = "accuracy"
+    #: accuracy by recording device (datasets that know devices: TAU Mobile), see evaluation.device_report
+    devices: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -73,6 +77,7 @@ def train(
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] | None = None,
+    allow_data_change: bool = False,
 ) -> TrainResult:
     """Run a training recipe and return every stage's held-out accuracy.
 
@@ -88,6 +93,11 @@ def train(
             built and initialised, before its first step), ``on_fit_start(stage, model, start_epoch)``,
             ``on_epoch_end(stage, epoch, metrics)``, ``on_stage_end(stage, result)``.
         log: where progress lines go (default: print on rank 0).
+        allow_data_change: resume a run on another dataset root than it was started with (refused
+            otherwise: the features, statistics and checkpoints belong to the first one).
+
+    The run directory is locked while the run goes on (``RUN/.lock``, an ``fcntl`` lock the system
+    releases when the process ends, however it ends): a second ``train`` on the same ``out`` is refused.
     """
     from asczoo.training.engine import setup_runtime, teardown_runtime
 
@@ -95,7 +105,8 @@ def train(
     runtime = setup_runtime(rec["engine"])
     say = _logger(runtime, log)
     try:
-        return _run(name, rec, runtime, data=data, out=out, resume=resume, callbacks=callbacks, say=say)
+        return _run(name, rec, runtime, data=data, out=out, resume=resume, callbacks=callbacks, say=say,
+                    allow_data_change=allow_data_change)
     except KeyboardInterrupt:
         say("interrupted: the last finished epoch is checkpointed; continue with --resume")
         raise
@@ -121,18 +132,87 @@ def _logger(runtime: Any, log: Callable[[str], None] | None) -> Callable[[str], 
 # -- the run --------------------------------------------------------------------------------------------------
 
 def _run(name: str, rec: dict[str, Any], runtime: Any, *, data: Any, out: Any, resume: bool,
-         callbacks: Sequence[Any], say: Callable[[str], None]) -> TrainResult:
+         callbacks: Sequence[Any], say: Callable[[str], None], allow_data_change: bool = False) -> TrainResult:
+    stamp = runtime.broadcast(datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    run_dir = Path(out) if out is not None else Path("runs") / f"{name}-{stamp}"
+    lock = RunLock(run_dir) if runtime.is_main else None
+    try:
+        if lock is not None:
+            lock.acquire()
+        runtime.barrier()
+        return _run_locked(name, rec, runtime, run_dir, data=data, resume=resume, callbacks=callbacks, say=say,
+                           allow_data_change=allow_data_change)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+class RunLock:
+    """An exclusive lock on a run directory: ``RUN/.lock`` held with ``fcntl.flock``.
+
+    The kernel drops the lock when the process ends, however it ends (``kill -9`` included), so a lock
+    file left behind is never stale: the next run takes it over. The file holds the holder's PID and
+    host for the message a second run gets. Where ``fcntl`` does not exist (Windows) runs are not locked.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunLockedError(f"{self.path.parent} is in use by another asczoo run ({holder}); wait for it to "
+                                 "finish, or choose another --out") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock; the file stays (removing it would race a waiter)
+            self._fd = None
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training into the same run directory."""
+
+
+def _run_locked(name: str, rec: dict[str, Any], runtime: Any, run_dir: Path, *, data: Any, resume: bool,
+                callbacks: Sequence[Any], say: Callable[[str], None], allow_data_change: bool) -> TrainResult:
     import yaml
 
     from asczoo.atomic import atomic_write_text
 
-    stamp = runtime.broadcast(datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    run_dir = Path(out) if out is not None else Path("runs") / f"{name}-{stamp}"
     saved_path = run_dir / "recipe.yaml"
     if saved_path.is_file() and not resume:
         raise FileExistsError(f"{run_dir} holds a run already; continue it with --resume, or choose another --out")
+    saved: dict[str, Any] = {}
     if saved_path.is_file():
-        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        try:
+            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{saved_path}: not the YAML asczoo writes ({str(exc).splitlines()[0]}); move the "
+                              "run directory away, or start a new run with another --out") from None
+        if not isinstance(saved, dict):
+            raise RecipeError(f"{saved_path}: expected a mapping, found {type(saved).__name__}; start a new run "
+                              "with another --out")
         _check_same_recipe(saved.get("recipe") or {}, rec, run_dir)
     elif resume:
         say(f"{run_dir}: nothing to resume yet; starting the run")
@@ -142,7 +222,12 @@ def _run(name: str, rec: dict[str, Any], runtime: Any, *, data: Any, out: Any, r
         root = run_dir / "data"
     if root is None:
         raise ValueError(f"training recipe {name!r} needs a dataset root: pass --data ROOT (data=...)")
+    given_root = root is not None and not (data is None and rec["data"]["root"] is None)
     root = Path(root).expanduser().resolve()
+    if saved.get("data_root") and given_root and str(root) != str(saved["data_root"]) and not allow_data_change:
+        raise RecipeError(f"{run_dir}: the run was trained on the data at {saved['data_root']}, not {root}; resume "
+                          "it with that --data, or pass --allow-data-change (allow_data_change=True) if the same "
+                          "dataset has moved")
     cache_dir = Path(rec["data"]["cache"]).expanduser() if rec["data"]["cache"] else None
     if cache_dir is None:
         from asczoo.data.feature_cache import default_cache_dir
@@ -216,8 +301,13 @@ def _synthesize(root: Path, options: Mapping[str, Any], runtime: Any, say: Calla
         return
     marker = root / "synth.json"
     if marker.is_file():
-        have = json.loads(marker.read_text(encoding="utf-8"))
-        if all(have.get(k) == v for k, v in options.items() if k not in ("workers", "progress")):
+        try:
+            have = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            have = {}
+        have = have if isinstance(have, dict) else {}
+        if have.get("complete", True) and all(have.get(k) == v for k, v in options.items()
+                                               if k not in ("workers", "progress")):
             say(f"data: synthetic dataset in {root} (already there)")
             return
     elif (root / "meta.csv").is_file() or (root / "evaluation_setup").is_dir():
@@ -226,17 +316,21 @@ def _synthesize(root: Path, options: Mapping[str, Any], runtime: Any, say: Calla
     opts = dict(options)
     opts.setdefault("workers", runtime.num_workers)
     say(f"data: synthesising {opts.get('clips', 400)} clips ({opts.get('task', 'scenes')}) into {root}")
-    synth.synthesize(root, overwrite=marker.is_file(), progress=runtime.progress, **opts)
+    # never overwrite: synthesize() rewrites an earlier synthetic dataset of its own (its manifest lists
+    # every file there) and refuses a folder that holds anything else, such as the user's recordings
+    synth.synthesize(root, overwrite=False, progress=runtime.progress, **opts)
 
 
 # -- one stage --------------------------------------------------------------------------------------------------
 
-def _stage_frontend(stage: Mapping[str, Any]) -> Any:
-    """The stage's frontend, from its model recipe alone (no model is built for it)."""
+def _stage_frontend(stage: Mapping[str, Any], dataset: str) -> Any:
+    """The stage's frontend, from its model recipe with the dataset's defaults under the stage's own
+    overrides (as :func:`_build_model` builds it), without building a model for it."""
     from asczoo.data.frontend import create_frontend
     from asczoo.recipes.model_recipes import model_recipe
 
-    return create_frontend(**model_recipe(stage["model"], overrides=stage["overrides"] or None)["frontend"])
+    overrides = _stage_overrides(stage, dataset)
+    return create_frontend(**model_recipe(stage["model"], overrides=overrides or None)["frontend"])
 
 
 def _stage_data(rec: Mapping[str, Any], frontend: Any, *, runtime: Any, root: Path, cache_dir: Path,
@@ -283,11 +377,43 @@ def _stage_data(rec: Mapping[str, Any], frontend: Any, *, runtime: Any, root: Pa
     return entry
 
 
-def _build_model(stage: Mapping[str, Any], classes: Sequence[str] | None) -> Any:
-    from asczoo.models.factory import create_model
-    from asczoo.recipes.model_recipes import deep_merge
+def dataset_model_overrides(dataset: str, model: str) -> dict[str, Any]:
+    """What the dataset brings to a model before a stage's own overrides: its default frontend settings
+    (when the model uses that frontend plugin; sample rate, clip length and segment layout that suit the
+    dataset's clips, so the saved config carries them) and, for a multi-label dataset, ``task``."""
+    from asczoo.data.datasets import dataset_defaults
+    from asczoo.recipes.model_recipes import model_recipe
+
+    defaults = dataset_defaults(dataset)
+    out: dict[str, Any] = {}
+    frontend = dict(defaults["frontend"])
+    if frontend and frontend.get("plugin") == model_recipe(model)["frontend"].get("plugin"):
+        out["frontend"] = frontend
+    if defaults["task"] != "single-label":
+        out["task"] = defaults["task"]
+    return out
+
+
+def _stage_overrides(stage: Mapping[str, Any], dataset: str | None) -> dict[str, Any]:
+    """The stage's model overrides over what the dataset brings; the model's task must be the dataset's."""
+    from asczoo.data.datasets import dataset_defaults
+    from asczoo.recipes.merge import deep_merge
 
     overrides = dict(stage["overrides"])
+    if dataset is not None:
+        overrides = deep_merge(dataset_model_overrides(dataset, stage["model"]), overrides)
+        task = dataset_defaults(dataset)["task"]
+        if overrides.get("task", "single-label") != task:
+            raise RecipeError(f"stage {stage['name']!r}: the model's task is {overrides.get('task', 'single-label')!r} "
+                              f"but dataset {dataset!r} is {task!r}; set overrides.task: {task} (or leave it out)")
+    return overrides
+
+
+def _build_model(stage: Mapping[str, Any], classes: Sequence[str] | None, dataset: str | None = None) -> Any:
+    from asczoo.models.factory import create_model
+    from asczoo.recipes.merge import deep_merge
+
+    overrides = _stage_overrides(stage, dataset)
     if classes is not None:
         overrides = deep_merge(overrides, {"classes": list(classes), "num_classes": len(classes)})
     return create_model(stage["model"], overrides=overrides or None)
@@ -301,7 +427,12 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
     directory = run_dir / stage["name"]
     done = directory / "done.json"
     if done.is_file():
-        result = StageResult(**json.loads(done.read_text(encoding="utf-8")))
+        try:
+            result = StageResult(**json.loads(done.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:  # not JSON, or not the keys a finished stage records
+            raise RecipeError(f"{done}: not the record of a finished stage asczoo writes "
+                              f"({str(exc).splitlines()[0]}); move the run directory away, or start a new run "
+                              "with another --out") from None
         say(f"{stage['name']}: finished earlier ({100 * result.accuracy:.2f}% on held-out clips); skipped")
         return result
     if runtime.is_main:
@@ -309,11 +440,11 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
 
     # The frontend comes from the model's recipe, the classes from the data; then the model is built once.
     train_ds, eval_ds, train_features, eval_features = _stage_data(
-        rec, _stage_frontend(stage), runtime=runtime, root=root, cache_dir=cache_dir, data_cache=data_cache, say=say)
+        rec, _stage_frontend(stage, rec["data"]["dataset"]), runtime=runtime, root=root, cache_dir=cache_dir, data_cache=data_cache, say=say)
     from asczoo.training.engine import derive_seed, seed_everything
 
     seed_everything(derive_seed(rec["seed"], index, "init"))  # the initial weights depend on the seed alone
-    model = _build_model(stage, train_ds.classes)
+    model = _build_model(stage, train_ds.classes, rec["data"]["dataset"])
     mean, std = train_ds.normalization()
     model.set_normalization(mean, std)
     source = stage["init_from"]
@@ -367,16 +498,22 @@ def _finish_stage(name: str, rec: Mapping[str, Any], stage: Mapping[str, Any], m
     save_pretrained(model, model_dir, training=training)
     saved = from_pretrained(model_dir, device=runtime.device)
     local = dataclasses.replace(runtime, world_size=1, rank=0)
-    outcome = evaluate_features(saved, eval_features, runtime=local, batch_size=32, num_classes=saved.num_classes)
+    eval_ds = eval_features.dataset
+    outcome = evaluate_features(saved, eval_features, runtime=local, batch_size=32, num_classes=saved.num_classes,
+                                predictions=hasattr(eval_ds, "device_of"))
     evaluation = from_summary(outcome, model=stage["model"], dataset=data["dataset"], split=f"fold {data['fold']} evaluate",
-                              classes=saved.classes)
+                              classes=saved.classes, dataset_obj=eval_ds)
     report = evaluation.to_dict()
     atomic_write_text(directory / "evaluation.json", json.dumps(report, indent=2))
     png = directory / "confusion_matrix.png"
     has_png = confusion_png(evaluation, png, title=f"{stage['name']} {stage['model']}: "
                                                   f"{100 * evaluation.accuracy:.1f}% ({evaluation.clips} clips)")
-    model.metrics = {"accuracy": outcome["accuracy"], "dataset": data["dataset"], "fold": data["fold"],
+    metric = evaluation.metric
+    model.metrics = {metric: outcome["accuracy"], "dataset": data["dataset"], "fold": data["fold"],
                      "split": "evaluate", "num_clips": outcome["clips"], "loss": outcome["loss"], "epoch": kept_epoch}
+    if evaluation.devices:
+        model.metrics.update({f"{k}_device_accuracy": evaluation.devices[k] for k in ("seen", "unseen", "macro")
+                              if evaluation.devices[k] is not None})
     save_pretrained(model, model_dir, training=training, metrics=model.metrics, report=report,
                     confusion_matrix=png if has_png else None)
     result = StageResult(
@@ -384,10 +521,17 @@ def _finish_stage(name: str, rec: Mapping[str, Any], stage: Mapping[str, Any], m
         per_class_accuracy=dict(zip(evaluation.classes, evaluation.per_class_accuracy)),
         confusion=evaluation.confusion, clips=evaluation.clips, best_epoch=best["epoch"] if best else None,
         kept=stage["keep"], model_dir=str(model_dir), history=list(summary["history"]),
+        metric=metric, devices=evaluation.devices,
     )
     atomic_write_text(directory / "done.json", json.dumps(dataclasses.asdict(result), indent=2))
-    say(f"{stage['name']}: {stage['model']} (epoch {kept_epoch}, {stage['keep']}) {100 * evaluation.accuracy:.2f}% "
-        f"on {evaluation.clips} held-out clips; saved to {model_dir}")
+    what = "mAP " if metric == "mAP" else ""
+    say(f"{stage['name']}: {stage['model']} (epoch {kept_epoch}, {stage['keep']}) {what}"
+        f"{100 * evaluation.accuracy:.2f}% on {evaluation.clips} held-out clips; saved to {model_dir}")
+    if evaluation.devices:
+        d = evaluation.devices
+        per = ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in d["per_device"].items())
+        means = ", ".join(f"{k} {100 * d[k]:.2f}%" for k in ("seen", "unseen", "macro") if d[k] is not None)
+        say(f"{stage['name']}: by device: {per}; {means}")
     return result
 
 
@@ -412,7 +556,7 @@ def _finish(name: str, rec: Mapping[str, Any], run_dir: Path, results: Mapping[s
         evaluations[stage_name] = Evaluation(
             model=result.model, dataset=rec["data"]["dataset"], split=f"fold {rec['data']['fold']} evaluate",
             classes=classes, accuracy=result.accuracy, per_class_accuracy=list(result.per_class_accuracy.values()),
-            confusion=result.confusion, clips=result.clips)
+            confusion=result.confusion, clips=result.clips, metric=result.metric, devices=result.devices)
     history = [row for result in results.values() for row in result.history]
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
     report = {  # the final model's evaluation at the top level (the model card reads it), then every stage
@@ -429,7 +573,8 @@ def _finish(name: str, rec: Mapping[str, Any], run_dir: Path, results: Mapping[s
     say("")
     say(f"done: {run_dir}")
     for stage_name, ev in evaluations.items():
-        say(f"  {stage_name:<8} {ev.model:<24} {100 * ev.accuracy:6.2f}% on {ev.clips} held-out clips")
+        what = " mAP" if ev.metric == "mAP" else ""
+        say(f"  {stage_name:<8} {ev.model:<24} {100 * ev.accuracy:6.2f}%{what} on {ev.clips} held-out clips")
     say(f"  final model: {final}   report: {run_dir / 'report.md'}")
     if not png:
         say("  (no confusion-matrix PNG: pip install matplotlib)")
