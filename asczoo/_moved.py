@@ -29,6 +29,7 @@ MOVED = {
     "asczoo.training_recipes": "asczoo.recipes.training_recipes",
     "asczoo.arguments": "asczoo.recipes.schema",
     "asczoo.overrides": "asczoo.recipes.overrides",
+    "asczoo.crossval": "asczoo.training.crossval",
 }
 
 

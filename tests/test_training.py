@@ -68,17 +68,24 @@ class Snapshot:
             self.model = copy.deepcopy(model)
 
 
-def test_two_stage_run_writes_every_output_and_stage2_starts_from_stage1(scenes, tmp_path, capsys):
+def test_two_stage_run_writes_every_output_and_stage2_starts_from_stage1(scenes, tmp_path, capsys, monkeypatch):
     import asczoo
     from safetensors.torch import load_file
 
     from asczoo.cli import main
+    from asczoo.hub import files as hub_files
     from asczoo.models.pretrained import from_pretrained
 
+    saves = []
+    real_save = hub_files.save_pretrained
+    monkeypatch.setattr(hub_files, "save_pretrained",
+                        lambda model, folder, **kw: saves.append(Path(folder)) or real_save(model, folder, **kw))
     run = tmp_path / "run"
     snapshot = Snapshot()
     result = asczoo.train(tiny_recipe(progress=True), data=scenes, out=run, callbacks=[snapshot])
     captured = capsys.readouterr()
+    # each stage's kept model is written once (evaluated before, not saved, reloaded and saved again)
+    assert saves.count(run / "stage1" / "model") == 1 and saves.count(run / "stage2" / "model") == 1
 
     # -- stage 2 starts from stage 1: its backbone equals the inflated stage-1 backbone before any step
     stage1 = load_file(str(run / "stage1" / "model" / "model.safetensors"))

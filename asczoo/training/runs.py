@@ -479,15 +479,15 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
 
 def _finish_stage(name: str, rec: Mapping[str, Any], stage: Mapping[str, Any], model: Any, summary: Mapping[str, Any],
                   *, directory: Path, eval_features: Any, runtime: Any, say: Callable[[str], None]) -> StageResult:
-    """Save the kept model in the Hub format, evaluate it as saved (reloaded from disk), write the
-    stage's report and confusion matrix, then save it again with its metrics and model card."""
+    """Evaluate the kept weights, write the stage's report and confusion matrix, then save the model once
+    in the Hub format with its metrics and model card."""
     from asczoo.atomic import atomic_write_text
+    from asczoo.hub.files import save_pretrained
     from asczoo.training.engine import evaluate_features
     from asczoo.training.evaluation import confusion_png, from_summary
-    from asczoo.hub.files import save_pretrained
-    from asczoo.models.pretrained import from_pretrained
 
     model.load_state_dict(summary["kept_state"])
+    model.eval()
     best = summary["best"]
     kept_epoch = best["epoch"] if stage["keep"] == "best" and best else summary["last_epoch"]
     data = rec["data"]
@@ -495,14 +495,12 @@ def _finish_stage(name: str, rec: Mapping[str, Any], stage: Mapping[str, Any], m
                 "options": data["options"], "epochs": stage["epochs"], "kept_epoch": kept_epoch,
                 "kept": stage["keep"], "init_from": stage["init_from"], "training_recipe": rec}
     model_dir = directory / "model"
-    save_pretrained(model, model_dir, training=training)
-    saved = from_pretrained(model_dir, device=runtime.device)
     local = dataclasses.replace(runtime, world_size=1, rank=0)
     eval_ds = eval_features.dataset
-    outcome = evaluate_features(saved, eval_features, runtime=local, batch_size=32, num_classes=saved.num_classes,
+    outcome = evaluate_features(model, eval_features, runtime=local, batch_size=32, num_classes=model.num_classes,
                                 predictions=hasattr(eval_ds, "device_of"))
     evaluation = from_summary(outcome, model=stage["model"], dataset=data["dataset"], split=f"fold {data['fold']} evaluate",
-                              classes=saved.classes, dataset_obj=eval_ds)
+                              classes=model.classes, dataset_obj=eval_ds)
     report = evaluation.to_dict()
     atomic_write_text(directory / "evaluation.json", json.dumps(report, indent=2))
     png = directory / "confusion_matrix.png"
