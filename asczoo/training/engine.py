@@ -1,416 +1,56 @@
-"""The training engine: devices, precision, distributed data parallelism, batches, the epoch loop.
+"""The training engine: optimisers and schedules, losses, evaluation, and one stage's loop (:func:`fit`).
 
-Plain PyTorch. One process per device; under ``torchrun`` the processes form a group (NCCL on CUDA,
-gloo on CPU) and the model is wrapped in ``DistributedDataParallel``.
-
-**Batches.** An epoch's order is a permutation drawn from ``(seed, stage, epoch)`` alone. Global batch
-``b`` is positions ``b*B .. (b+1)*B`` of it; rank ``r`` of ``W`` takes the ``r``-th of ``W`` near-equal
-contiguous parts. Each rank's loss is its summed sample losses times ``W / B_global``, so DDP's
-gradient average is exactly the mean over the global batch, whatever the split. Training drops a last
-incomplete global batch (``drop_last``) unless it would be the only one.
+It runs on a :class:`~asczoo.training.runtime.Runtime` (device, ranks, precision, seeding) over
+:class:`~asczoo.training.batches.Features` (batches held on the device or streamed). Under ``torchrun``
+the model is wrapped in ``DistributedDataParallel``; each rank's loss is its summed sample losses
+times ``W / B_global``, so DDP's gradient average is exactly the mean over the global batch, whatever
+the split.
 
 **What a multi-process run equals.** With ``sync_batchnorm`` (statistics of the global batch, see
-:class:`GlobalBatchNorm`), no dropout and no random augmentation, W processes compute what one process
-computes on the same global batches, up to float rounding: the gloo test checks it. Otherwise batch
-norm sees each rank's part of the batch (plain DDP behaviour, the usual choice), and dropout and
-augmentations draw per rank: the same procedure in distribution, not bit for bit.
+:class:`~asczoo.training.runtime.GlobalBatchNorm`), no dropout and no random augmentation, W processes
+compute what one process computes on the same global batches, up to float rounding: the gloo test
+checks it. Otherwise batch norm sees each rank's part of the batch (plain DDP behaviour, the usual
+choice), and dropout and augmentations draw per rank: the same procedure in distribution, not bit for
+bit.
 
-**Randomness.** At the start of every epoch the Python, NumPy and torch generators are seeded from
-``(seed, stage, epoch, rank)``, so an epoch's randomness does not depend on what ran before it: a run
-resumed from the checkpoint of epoch ``e`` redoes epoch ``e + 1`` exactly as the uninterrupted run did.
-
-**Features on the device.** When the training and evaluation features fit (``data_on_device``), they
-are read from the cache once and held as one tensor on the device (float16 when the cache stores
-float16); batches are gathered by index there. Otherwise a DataLoader streams them from the cache
-with worker processes and pinned memory.
+**Resuming.** Every epoch's randomness is seeded from ``(seed, stage, epoch, rank)``, so a run resumed
+from the checkpoint of epoch ``e`` redoes epoch ``e + 1`` exactly as the uninterrupted run did.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
-import hashlib
 import json
 import math
-import os
-import random
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from asczoo.data.augment import create_augmentations, one_hot
-from asczoo.recipes.settings import EngineSettings
+from asczoo.training.batches import (  # noqa: F401 - also re-exported: the engine's names before the split
+    BatchStream, EpochBatches, Features, SegmentSamples, _own_generator, estimate_bytes, fits_on_device,
+)
 from asczoo.training.checkpoint import Checkpointer, rng_state, set_rng_state
+from asczoo.training.runtime import (  # noqa: F401 - also re-exported
+    GlobalBatchNorm, Runtime, autocast, derive_seed, seed_everything, setup_runtime, teardown_runtime,
+)
 
 # -- runtime: device, ranks, precision ----------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Runtime:
-    """Where and how this process runs."""
-
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    precision: str = "fp32"  # "bf16" | "fp16" | "fp32"
-    channels_last: bool = False
-    compile: bool | str = False
-    sync_batchnorm: bool = False
-    num_workers: int = 0
-    data_on_device: bool | str = "auto"
-    progress: bool = True
-    owns_group: bool = False
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum over ranks (in place, and returned); a no-op in one process."""
-        if self.distributed:
-            dist.all_reduce(tensor)
-        return tensor
-
-    def broadcast(self, value: Any) -> Any:
-        """Rank 0's value on every rank."""
-        if not self.distributed:
-            return value
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def describe(self) -> str:
-        parts = [str(self.device), self.precision]
-        if self.channels_last:
-            parts.append("channels_last")
-        if self.compile:
-            parts.append(f"compile={self.compile}")
-        if self.distributed:
-            parts.append(f"DDP {self.world_size} processes" + (", synced batch norm" if self.sync_batchnorm else ""))
-        return ", ".join(parts)
-
-
-def setup_runtime(engine: EngineSettings | Mapping[str, Any]) -> Runtime:
-    """Pick the device, join the process group under ``torchrun``, resolve the ``auto`` settings.
-
-    ``engine``: the recipe's ``engine`` section; missing keys take :class:`EngineSettings`' defaults."""
-    settings = EngineSettings.of(engine)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    wanted = settings.device
-    if wanted == "auto":
-        if torch.cuda.is_available():
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        else:
-            device = torch.device("cpu")
-    else:
-        device = torch.device(wanted)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"engine.device is {wanted!r} but CUDA is not available here")
-        torch.cuda.set_device(device)
-    owns_group = False
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30), **kwargs)
-        owns_group = True
-    if dist.is_initialized():
-        world_size, rank = dist.get_world_size(), dist.get_rank()
-    precision = settings.precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    channels_last = settings.channels_last
-    if channels_last == "auto":
-        channels_last = device.type == "cuda"
-    if settings.threads:
-        torch.set_num_threads(int(settings.threads))
-    elif device.type == "cpu" and world_size > 1:  # processes share the cores: do not oversubscribe them
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    workers = settings.num_workers
-    if workers == "auto":
-        per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        workers = max(0, min(8, per_process - 1))
-    progress = settings.progress
-    if progress == "auto":
-        progress = sys.stderr.isatty()
-    if settings.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return Runtime(
-        device=device, rank=rank, world_size=world_size, local_rank=local_rank, precision=precision,
-        channels_last=bool(channels_last), compile=settings.compile,
-        sync_batchnorm=bool(settings.sync_batchnorm), num_workers=int(workers),
-        data_on_device=settings.data_on_device, progress=bool(progress) and rank == 0,
-        owns_group=owns_group,
-    )
-
-
-def teardown_runtime(runtime: Runtime) -> None:
-    """Leave the process group if :func:`setup_runtime` joined it."""
-    if runtime.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 # -- seeding ------------------------------------------------------------------------------------------------
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any parts (stable across processes and Python versions)."""
-    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's generators (all CUDA devices included)."""
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
 
 
 # -- batch norm over the global batch -------------------------------------------------------------------------
 
-class GlobalBatchNorm(TorchFunctionMode):
-    """While active, training-mode batch norm normalises with the statistics of all ranks' samples.
-
-    It intercepts ``F.batch_norm`` (which every ``nn.BatchNorm*`` and timm's ``BatchNormAct2d`` call),
-    so no module is replaced and every subclass keeps its behaviour. Sums go through the
-    differentiable ``all_reduce`` of ``torch.distributed.nn``, so the backward pass is exact too.
-    Works with gloo on CPU, where ``nn.SyncBatchNorm`` does not run. The running statistics are
-    updated with the global mean and unbiased variance, as one process would.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.batch_norm:
-            names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
-            bound = {**dict(zip(names, args)), **kwargs}
-            if bound.get("training", False):
-                return _global_batch_norm(**bound)
-        return func(*args, **kwargs)
-
-
-def _global_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=True, momentum=0.1,
-                       eps=1e-5):
-    from torch.distributed.nn.functional import all_reduce
-
-    x = input
-    dims = [0, *range(2, x.dim())]
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    compute = torch.promote_types(x.dtype, torch.float32)
-    xf = x.to(compute)
-    local = torch.cat([xf.sum(dims), xf.new_tensor([x.numel() / x.shape[1]])])
-    total = all_reduce(local)
-    count = total[-1]
-    mean = total[:-1] / count
-    centred = xf - mean.view(shape)
-    var = all_reduce(centred.square().sum(dims)) / count
-    out = centred * torch.rsqrt(var + eps).view(shape)
-    if weight is not None:
-        out = out * weight.view(shape)
-    if bias is not None:
-        out = out + bias.view(shape)
-    if running_mean is not None and running_var is not None:
-        with torch.no_grad():
-            m = 0.0 if momentum is None else float(momentum)
-            n = float(count.item())
-            running_mean.mul_(1 - m).add_(mean.detach().to(running_mean.dtype), alpha=m)
-            unbiased = var.detach() * (n / max(n - 1.0, 1.0))
-            running_var.mul_(1 - m).add_(unbiased.to(running_var.dtype), alpha=m)
-    return out.to(x.dtype)
-
 
 # -- data: samples, batch order, features in memory or streamed ----------------------------------------------
-
-class SegmentSamples(Dataset):
-    """A clip dataset seen as single segments: item ``i`` is segment ``i % N`` of clip ``i // N``,
-    as features ``(1, 3, F, T)`` (the paper's stage 1 trains on segments)."""
-
-    def __init__(self, clips: Dataset, segments: int) -> None:
-        self.clips, self.segments = clips, segments
-
-    def __len__(self) -> int:
-        return len(self.clips) * self.segments
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        features, label = self.clips[index // self.segments]
-        seg = index % self.segments
-        return features[seg : seg + 1], label
-
-
-class EpochBatches:
-    """This rank's batches of one epoch (see the module docstring); a DataLoader ``batch_sampler``."""
-
-    def __init__(self, num_samples: int, batch_size: int, *, runtime: Runtime, seed: int | None,
-                 drop_last: bool, shuffle: bool = True) -> None:
-        if num_samples < runtime.world_size:
-            raise ValueError(f"{num_samples} samples cannot be split over {runtime.world_size} processes")
-        self.num_samples, self.batch_size = num_samples, batch_size
-        self.runtime, self.seed, self.drop_last, self.shuffle = runtime, seed, drop_last, shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def global_batches(self) -> list[torch.Tensor]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
-            order = torch.randperm(self.num_samples, generator=generator)
-        else:
-            order = torch.arange(self.num_samples)
-        batches = list(torch.split(order, self.batch_size))
-        world = self.runtime.world_size
-        if len(batches) > 1 and (self.drop_last and len(batches[-1]) < self.batch_size or len(batches[-1]) < world):
-            batches.pop()
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        world, rank = self.runtime.world_size, self.runtime.rank
-        for batch in self.global_batches():
-            yield torch.tensor_split(batch, world)[rank].tolist()
-
-    def __len__(self) -> int:
-        return len(self.global_batches())
-
-    def global_sizes(self) -> list[int]:
-        return [len(b) for b in self.global_batches()]
-
-
-class Features:
-    """One split's clip features and labels, held in memory (possibly on the device) or streamed."""
-
-    def __init__(self, dataset: Dataset, *, runtime: Runtime, in_memory: bool, desc: str = "") -> None:
-        self.dataset = dataset
-        self.runtime = runtime
-        self.labels = torch.as_tensor(list(getattr(dataset, "labels", None) or [dataset[i][1] for i in range(len(dataset))]))
-        self.tensor: torch.Tensor | None = None
-        if in_memory:
-            self.tensor = _load_all(dataset, runtime, desc=desc)
-            self.labels = self.labels.to(runtime.device)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    @property
-    def in_memory(self) -> bool:
-        return self.tensor is not None
-
-    def nbytes(self) -> int:
-        return 0 if self.tensor is None else self.tensor.numel() * self.tensor.element_size()
-
-
-def estimate_bytes(dataset: Dataset, *, half: bool = True) -> int:
-    features, _ = dataset[0]
-    return len(dataset) * features.numel() * (2 if half else 4)
-
-
-def fits_on_device(total_bytes: int, device: torch.device) -> bool:
-    """Whether ``total_bytes`` of features should be held on ``device`` (see ``engine.data_on_device``)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return total_bytes < 0.5 * free
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return False
-    return total_bytes < 0.25 * ram
-
-
-def _load_all(dataset: Dataset, runtime: Runtime, *, desc: str) -> torch.Tensor:
-    """Every clip's features as one tensor ``(M, N, 3, F, T)`` on the device (float16 if lossless)."""
-    from tqdm.auto import tqdm
-
-    first, _ = dataset[0]
-    half = bool(torch.equal(first, first.half().float()))  # the cache stores float16: keep it so
-    dtype = torch.float16 if half else torch.float32
-    out = torch.empty((len(dataset), *first.shape), dtype=dtype, device=runtime.device)
-    workers = runtime.num_workers if len(dataset) >= 1000 else 0
-    loader = DataLoader(dataset, batch_size=64, shuffle=False, num_workers=workers,
-                        pin_memory=runtime.device.type == "cuda", generator=_own_generator())
-    start = 0
-    with tqdm(total=len(dataset), desc=desc, unit="clip", disable=not runtime.progress, leave=False) as bar:
-        for features, _ in loader:
-            out[start : start + len(features)] = features.to(runtime.device, dtype=dtype, non_blocking=True)
-            start += len(features)
-            bar.update(len(features))
-    return out
-
-
-def _own_generator() -> torch.Generator:
-    """A DataLoader's own generator: creating its iterator must not draw from the global one (that would
-    shift the augmentations and dropout of a streamed run against a run with features held in memory).
-    Nothing in asczoo's datasets is random, so the seed does not matter."""
-    return torch.Generator().manual_seed(0)
-
-
-class BatchStream:
-    """Batches ``(features float32 (b, n, 3, F, T), labels (b,))`` on the device for one rank."""
-
-    def __init__(self, source: Features, *, unit: str, segments: int, batch_size: int, runtime: Runtime,
-                 seed: int | None, drop_last: bool, shuffle: bool, split: str = "strided") -> None:
-        self.source, self.unit, self.segments, self.runtime = source, unit, segments, runtime
-        count = len(source) * (segments if unit == "segment" else 1)
-        self.sampler = EpochBatches(count, batch_size, runtime=runtime, seed=seed, drop_last=drop_last,
-                                    shuffle=shuffle)
-        self._loader: DataLoader | None = None
-        if not source.in_memory:
-            samples = SegmentSamples(source.dataset, segments) if unit == "segment" else source.dataset
-            workers = runtime.num_workers
-            self._loader = DataLoader(
-                samples, batch_sampler=self.sampler, num_workers=workers,
-                pin_memory=runtime.device.type == "cuda", persistent_workers=workers > 0,
-                prefetch_factor=4 if workers > 0 else None, generator=_own_generator(),
-            )
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.sampler.set_epoch(epoch)
-        device = self.runtime.device
-        if self._loader is not None:
-            for features, labels in self._loader:
-                yield (features.to(device, non_blocking=True).float(), labels.to(device, non_blocking=True))
-            return
-        data, labels = self.source.tensor, self.source.labels
-        for indices in self.sampler:
-            index = torch.as_tensor(indices, device=device)
-            if self.unit == "segment":
-                clips, segs = index // self.segments, index % self.segments
-                yield data[clips, segs].unsqueeze(1).float(), labels[clips]
-            else:
-                yield data[index].float(), labels[index]
 
 
 # -- optimisers and schedules -------------------------------------------------------------------------------
@@ -478,13 +118,6 @@ def binary_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing:
 def is_multi_label(model: nn.Module) -> bool:
     """Whether the model's task is ``multi-label`` (``AscModel.task``; other modules are single-label)."""
     return getattr(model, "task", "single-label") == "multi-label"
-
-
-def autocast(runtime: Runtime):
-    dtype = runtime.autocast_dtype
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=runtime.device.type, dtype=dtype)
 
 
 @torch.no_grad()
