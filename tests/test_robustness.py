@@ -1,0 +1,160 @@
+"""Hostile inputs (issue 14, part B): non-finite audio, weights, statistics and hyper-parameters; sizes
+from headers and configs; YAML aliases; special files; plugins that exit; one-line CLI errors."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import TINY_FRONTEND, make_dcase_tree, one_thread, write_clip  # noqa: F401 - fixture
+
+from asczoo import audio
+from asczoo.audio import AudioError, audio_info, read_audio
+from asczoo.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def write_float_wav(path: Path, values: np.ndarray, rate: int = 8000) -> Path:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), values.astype(np.float32), rate, subtype="FLOAT")
+    return path
+
+
+def set_wav_rate(path: Path, rate: int) -> None:
+    """Rewrite a plain RIFF/WAVE header's sample rate (and byte rate): what a hostile header claims."""
+    data = bytearray(path.read_bytes())
+    fmt = data.index(b"fmt ")
+    channels, = struct.unpack_from("<H", data, fmt + 10)
+    bits, = struct.unpack_from("<H", data, fmt + 22)
+    struct.pack_into("<II", data, fmt + 12, rate, rate * channels * bits // 8)
+    path.write_bytes(bytes(data))
+
+
+def clip(seconds: float = 1.0, rate: int = 8000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return np.stack([0.2 * np.sin(2 * np.pi * 440 * t)] * 2, axis=1)
+
+
+# -- audio: values ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, expected", [(np.nan, "NaN"), (np.inf, "Inf"), (1e30, "peak sample value")])
+def test_read_audio_refuses_non_finite_and_huge_samples(tmp_path, bad, expected):
+    values = clip()
+    values[100, 0] = bad
+    if bad == 1e30:
+        values[:] = 1e30
+    path = write_float_wav(tmp_path / "x.wav", values)
+    with pytest.raises(AudioError, match=expected) as info:
+        read_audio(path)
+    assert str(path) in str(info.value)
+    waveform, _ = read_audio(path, check_values=False)  # check-data reads the values itself
+    assert waveform.shape == (2, 8000)
+
+
+def test_amplitude_limit_leaves_loud_float_audio_alone(tmp_path):
+    """Float WAVs a little over full scale are real (mastering headroom); only +60 dB is refused."""
+    path = write_float_wav(tmp_path / "loud.wav", clip() * 40)
+    waveform, _ = read_audio(path)
+    assert float(waveform.abs().max()) == pytest.approx(8.0, rel=1e-3)
+
+
+# -- audio: header sizes and special files ------------------------------------------------------------------
+
+def test_header_claiming_1_hz_is_refused_before_reading(tmp_path, monkeypatch):
+    path = write_float_wav(tmp_path / "slow.wav", clip())
+    set_wav_rate(path, 1)
+    for fn in (audio_info, read_audio):
+        with pytest.raises(AudioError, match=r"slow\.wav: the header's sample rate is 1 Hz; expected 1000 to 384000"):
+            fn(path)
+
+
+def test_sample_count_limit(tmp_path, monkeypatch):
+    path = write_float_wav(tmp_path / "long.wav", clip())
+    monkeypatch.setattr(audio, "MAX_SAMPLES", 1000)
+    with pytest.raises(AudioError, match=r"8000 frames x 2 channels = 16000 samples; at most 1000") as info:
+        read_audio(path)
+    assert info.value.kind == "limits"
+
+
+def test_fifo_is_not_opened(tmp_path):
+    fifo = tmp_path / "x.wav"
+    os.mkfifo(fifo)
+    # Without the check the reader blocks in open() until a writer comes: unblock it after a while, so a
+    # regression fails (with the wrong message) instead of hanging the suite.
+    def unblock():
+        with open(fifo, "wb"):
+            pass
+
+    timer = threading.Timer(5.0, unblock)
+    timer.start()
+    try:
+        for fn in (audio_info, read_audio):
+            with pytest.raises(AudioError, match=r"x\.wav: is a FIFO \(named pipe\), not a regular audio file"):
+                fn(fifo)
+    finally:
+        timer.cancel()
+    with pytest.raises(AudioError, match="is a folder"):
+        read_audio(tmp_path)
+
+
+def test_predict_cli_refuses_bad_audio_by_name(tmp_path, capsys):
+    from test_hub import tiny_model
+
+    folder = tmp_path / "model"
+    tiny_model(seed=3).save_pretrained(folder)
+    bad = clip(2.0)
+    bad[5, 1] = np.nan
+    write_float_wav(tmp_path / "nan.wav", bad)
+    write_float_wav(tmp_path / "huge.wav", np.full((16000, 2), 1e30))
+    write_float_wav(tmp_path / "slow.wav", clip(2.0))
+    set_wav_rate(tmp_path / "slow.wav", 1)
+    os.mkfifo(tmp_path / "fifo.wav")
+    out = tmp_path / "sub.tsv"
+    files = [str(tmp_path / n) for n in ("nan.wav", "huge.wav", "slow.wav", "fifo.wav")]
+    assert main(["predict", str(folder), *files, "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped" in err and "nan.wav: 1 NaN and 0 Inf samples" in err
+    assert "huge.wav: peak sample value 1e+30" in err
+    assert "slow.wav: the header's sample rate is 1 Hz" in err
+    assert "fifo.wav: is a FIFO" in err
+    assert "nan\t" not in out.read_text()  # no row with NaN scores was written
+
+
+# -- check-data and extract ----------------------------------------------------------------------------
+
+@pytest.fixture
+def bad_tree(tmp_path):
+    """A DCASE tree where one training clip is 1e30 loud and one claims 1 Hz."""
+    root = tmp_path / "data"
+    lists = make_dcase_tree(root, rate=8000)
+    loud, slow = lists["train"][0], lists["train"][1]
+    write_float_wav(root / loud, np.full((8000, 2), 1e30))
+    set_wav_rate(root / slow, 1)
+    return root, loud, slow
+
+
+def test_check_data_errors_on_loud_and_1_hz_clips(bad_tree, capsys):
+    root, loud, slow = bad_tree
+    rc = main(["check-data", str(root), "--dataset", "dcase2019-task1a"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert f"ERROR   {loud}: amplitude: peak sample value 1e+30" in out
+    assert f"ERROR   {slow}: limits: the header's sample rate is 1 Hz" in out
+
+
+def test_extract_skip_bad_skips_and_names_the_files(bad_tree, tmp_path):
+    from asczoo.feature_cache import extract
+
+    root, loud, slow = bad_tree
+    info = extract("dcase2019-task1a", root, frontend=TINY_FRONTEND, cache_dir=tmp_path / "cache", skip_bad=True,
+                   progress=False)
+    assert sorted(p.path for p in info.skipped) == sorted([loud, slow])
+    assert bool(torch.isfinite(info.mean).all() and torch.isfinite(info.std).all())
