@@ -158,3 +158,29 @@ def test_extract_skip_bad_skips_and_names_the_files(bad_tree, tmp_path):
                    progress=False)
     assert sorted(p.path for p in info.skipped) == sorted([loud, slow])
     assert bool(torch.isfinite(info.mean).all() and torch.isfinite(info.std).all())
+
+
+# -- hyper-parameters --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.0.optimizer.lr=.nan", r"key 'lr' is nan; expected a finite number"),
+    ("stages.0.optimizer.lr=.inf", r"key 'lr' is inf; expected a finite number"),
+    ("stages.0.optimizer.weight_decay=.nan", r"key 'weight_decay' is nan; expected a finite number"),
+    ("stages.0.optimizer.momentum=-5", r"key 'momentum' must be in \[0, 1\], got -5"),
+    ("stages.0.schedule.gamma=-3", r"key 'gamma' must be a positive number, got -3"),
+    ("stages.0.optimizer.dampening=2", r"key 'dampening' must be in \[0, 1\], got 2"),
+])
+def test_training_recipe_refuses_non_finite_and_impossible_hyperparameters(override, message):
+    from asczoo import training_recipes
+    from asczoo.arguments import RecipeError
+
+    with pytest.raises(RecipeError, match=r"stages\.0.*" + message):
+        training_recipes.load("quickstart", [override])
+
+
+def test_model_recipe_refuses_nan_arguments(tiny):
+    import asczoo
+    from asczoo.arguments import RecipeError
+
+    with pytest.raises(RecipeError, match=r"section 'head': key 'dropout' is nan; expected a finite number"):
+        asczoo.create_model("resnet18-3d", overrides={**tiny, "head": {"dropout": float("nan")}})
