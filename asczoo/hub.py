@@ -525,9 +525,19 @@ def read_weights(path: str | os.PathLike, *, label: str) -> dict[str, torch.Tens
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise UnsafeWeightsError(_pickle_refusal(label, [path.name]))
     try:
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
     except SafetensorError as exc:
         raise ModelFormatError(f"{label}: {path.name} is not a valid safetensors file ({exc})") from None
+    _refuse_non_finite(state, f"{label}: {path.name}")
+    return state
+
+
+def _refuse_non_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """A model with a NaN or Inf weight predicts NaN for everything (rc 0, first class); refuse it."""
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        more = f", ... ({len(bad) - 8} more)" if len(bad) > 8 else ""
+        raise ModelFormatError(f"{where}: {len(bad)} tensor(s) hold NaN or Inf values: {', '.join(bad[:8])}{more}")
 
 
 def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -> None:

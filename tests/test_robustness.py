@@ -184,3 +184,25 @@ def test_model_recipe_refuses_nan_arguments(tiny):
 
     with pytest.raises(RecipeError, match=r"section 'head': key 'dropout' is nan; expected a finite number"):
         asczoo.create_model("resnet18-3d", overrides={**tiny, "head": {"dropout": float("nan")}})
+
+
+# -- weights ---------------------------------------------------------------------------------------------
+
+def test_model_with_nan_weights_is_refused(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from asczoo.hub import ModelFormatError, from_pretrained
+    from test_hub import tiny_model
+
+    folder = tmp_path / "model"
+    tiny_model(seed=3).save_pretrained(folder)
+    state = load_file(str(folder / "model.safetensors"))
+    name = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    state[name] = torch.full_like(state[name], float("nan"))
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelFormatError, match=rf"model\.safetensors: 1 tensor\(s\) hold NaN or Inf values: {name}"):
+        from_pretrained(folder)
+    write_float_wav(tmp_path / "a.wav", clip(2.0))
+    assert main(["predict", str(folder), str(tmp_path / "a.wav"), "-o", str(tmp_path / "s.tsv"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("asczoo predict: error:") and "NaN or Inf" in err and len(err.splitlines()) == 1
