@@ -206,3 +206,48 @@ def test_model_with_nan_weights_is_refused(tmp_path, capsys):
     assert main(["predict", str(folder), str(tmp_path / "a.wav"), "-o", str(tmp_path / "s.tsv"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("asczoo predict: error:") and "NaN or Inf" in err and len(err.splitlines()) == 1
+
+
+# -- YAML aliases -------------------------------------------------------------------------------------------
+
+def alias_bomb(key: str = "notes", levels: int = 9) -> str:
+    """The billion-laughs pattern as a YAML value: 9**levels strings after expansion, ~600 bytes."""
+    lines = [f'  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    return f"{key}:\n" + "\n".join(lines) + "\n"
+
+
+def test_safe_yaml_bounds_alias_expansion_but_keeps_plain_aliases():
+    import yaml
+
+    from asczoo import safe_yaml
+
+    assert safe_yaml.safe_load("a: &x {b: 1}\nc: *x\n") == {"a": {"b": 1}, "c": {"b": 1}}
+    with pytest.raises(safe_yaml.AliasBombError, match="aliases expand to more than 100000 nodes"):
+        safe_yaml.safe_load(alias_bomb())
+    with pytest.raises(yaml.YAMLError, match="recursive alias"):
+        safe_yaml.safe_load("a: &a [1, *a]")
+
+
+def test_registry_file_with_alias_bomb_is_refused(tmp_path, monkeypatch, capsys):
+    registry = tmp_path / "bomb.yaml"
+    body = "\n".join("    " + line for line in alias_bomb().splitlines())
+    registry.write_text("version: 1\nmodels:\n  bomb:\n    extends: resnet18-3d\n" + body + "\n")
+    assert len(registry.read_bytes()) < 1000
+    monkeypatch.setenv("ASCZOO_REGISTRY", str(registry))
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"asczoo list: error: {registry}: not valid YAML: aliases expand to more than")
+
+
+def test_set_value_with_alias_bomb_is_refused():
+    from asczoo.arguments import RecipeError
+    from asczoo.overrides import parse_override
+
+    bomb = "[" + ", ".join(["&a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"] + ["*a"] * 3) + "]"
+    assert len(parse_override(f"notes={bomb}")["notes"]) == 4
+    nested = "{l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol], " + ", ".join(
+        f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)) + "}"
+    with pytest.raises(RecipeError, match="not valid YAML: aliases expand"):
+        parse_override(f"notes={nested}")
