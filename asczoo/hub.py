@@ -451,7 +451,7 @@ def build_from_config(config: Mapping[str, Any], *, label: str) -> Any:
     """
     from asczoo import plugins
     from asczoo.factory import build_model
-    from asczoo.recipes import SECTIONS, UnavailablePart, validate_recipe
+    from asczoo.recipes import SECTIONS, RecipeError, UnavailablePart, validate_recipe
 
     where = f"{label}: {CONFIG_NAME}"
     recipe = copy.deepcopy(config["recipe"])
@@ -471,6 +471,10 @@ def build_from_config(config: Mapping[str, Any], *, label: str) -> Any:
         model = build_model(recipe, name=config["name"], tag=config.get("tag"))
     except (UnavailablePart, plugins.UnknownPartError) as exc:
         raise UnavailablePart(f"{exc}{_install_hint(config)}") from None
+    except RecipeError:
+        raise
+    except (ValueError, TypeError) as exc:  # a part's own checks (bounds, combinations) refused the recipe
+        raise ModelFormatError(f"{where}, key 'recipe': {exc}") from None
     if model.frontend_config != config["frontend"]:
         diff = _differences(config["frontend"], model.frontend_config)
         raise ModelFormatError(f"{where}: the frontend built here differs from the saved one: {diff}")

@@ -251,3 +251,55 @@ def test_set_value_with_alias_bomb_is_refused():
         f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)) + "}"
     with pytest.raises(RecipeError, match="not valid YAML: aliases expand"):
         parse_override(f"notes={nested}")
+
+
+# -- config.json: sizes and hostile keys --------------------------------------------------------------------
+
+@pytest.fixture
+def saved_folder(tmp_path):
+    from test_hub import tiny_model
+
+    folder = tmp_path / "model"
+    tiny_model(seed=3).save_pretrained(folder)
+    return folder
+
+
+def edit_config(folder: Path, section: str, **values) -> None:
+    import json
+
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    target = config["frontend"] if section == "frontend" else config["recipe"][section]
+    target.update(values)
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("backbone", {"channels": [10**9] * 4}, r"timm-resnet: channels has 1000000000; expected integers from 1 to 8192"),
+    ("backbone", {"in_chans": 10**9}, r"in_chans has 1000000000; expected integers from 1 to 64"),
+    ("frontend", {"n_fft": 2**31}, r"n_fft = 2147483648 is invalid; expected an integer from 2 to 65536"),
+    ("frontend", {"sample_rate": 10**9}, r"sample_rate = 1000000000 is invalid; expected an integer from 1000 to 384000"),
+    ("inflator", {"temporal_kernel": 10**9 + 1}, r"temporal_kernel must be an odd positive integer, at most 63"),
+])
+def test_config_sizes_are_bounded_before_building(saved_folder, section, values, message):
+    from asczoo.hub import ModelFormatError, from_pretrained
+
+    edit_config(saved_folder, section, **values)
+    with pytest.raises(ModelFormatError, match=r"config\.json.*" + message):
+        from_pretrained(saved_folder)
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"global_pool": "avg"}, "global_pool"), ({"num_classes": 10}, "num_classes"), ({"block": "os.system"}, "block"),
+])
+def test_hostile_backbone_keys_name_the_key(saved_folder, values, key, capsys):
+    from asczoo.arguments import RecipeError
+    from asczoo.hub import from_pretrained
+
+    edit_config(saved_folder, "backbone", **values)
+    with pytest.raises(RecipeError, match=rf"section 'backbone': unknown key '{key}'; this part accepts: arch, channels"):
+        from_pretrained(saved_folder)
+    rc = main(["train", "quickstart", "--set", f"stages.0.overrides.backbone.{key}=x", "--out",
+               str(saved_folder.parent / "run"), "--data", str(saved_folder.parent / "data")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"unknown key '{key}'" in err and len(err.splitlines()) == 1, err
