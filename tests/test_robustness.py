@@ -303,3 +303,43 @@ def test_hostile_backbone_keys_name_the_key(saved_folder, values, key, capsys):
                str(saved_folder.parent / "run"), "--data", str(saved_folder.parent / "data")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and f"unknown key '{key}'" in err and len(err.splitlines()) == 1, err
+
+
+# -- plugins that exit ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def exiting_plugins(tmp_path, monkeypatch):
+    from test_plugins import _fake_distribution
+
+    from asczoo import plugins
+
+    _fake_distribution(tmp_path, "asczoo-exits", {"exits": "exits_mod", "interrupts": "interrupts_mod"}, {
+        "exits_mod": "import sys\nsys.exit(3)\n",
+        "interrupts_mod": "raise KeyboardInterrupt\n",
+    })
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins.reset()
+    yield tmp_path
+    plugins.reset()
+
+
+def test_plugin_calling_sys_exit_or_raising_keyboardinterrupt_is_isolated(exiting_plugins, monkeypatch):
+    import subprocess
+    import sys
+
+    from asczoo import plugins
+
+    with pytest.warns(RuntimeWarning, match="exits"):
+        records = {r.name: r for r in plugins.plugin_records()}
+    assert records["exits"].status == "failed" and records["exits"].error == "SystemExit: 3"
+    assert records["interrupts"].status == "failed" and records["interrupts"].error == "KeyboardInterrupt"
+    assert records["timm-resnet"].status == "loaded"
+    monkeypatch.setenv("ASCZOO_STRICT_PLUGINS", "1")
+    plugins.reset()
+    with pytest.raises(plugins.PluginError, match=r"'exits'.*SystemExit: 3 \[ASCZOO_STRICT_PLUGINS=1\]"):
+        plugins.plugin_records()
+    monkeypatch.delenv("ASCZOO_STRICT_PLUGINS")
+    result = subprocess.run([sys.executable, "-m", "asczoo", "plugins"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(exiting_plugins)}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "SystemExit: 3" in result.stdout and "KeyboardInterrupt" in result.stdout and "[failed]" in result.stdout
