@@ -343,3 +343,56 @@ def test_plugin_calling_sys_exit_or_raising_keyboardinterrupt_is_isolated(exitin
                             env={**os.environ, "PYTHONPATH": str(exiting_plugins)}, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "SystemExit: 3" in result.stdout and "KeyboardInterrupt" in result.stdout and "[failed]" in result.stdout
+
+
+# -- the command line: one line per failure, OpenMP threads that sleep --------------------------------------
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
+    from asczoo.commands import list as list_command
+
+    def boom(args):
+        raise TypeError("unsupported operand")
+
+    monkeypatch.setattr(list_command, "run", boom)
+    monkeypatch.delenv("ASCZOO_DEBUG", raising=False)
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("asczoo list: error: TypeError: unsupported operand (an unexpected error; ASCZOO_DEBUG=1 shows "
+                   "the traceback)\n")
+    monkeypatch.setenv("ASCZOO_DEBUG", "1")
+    with pytest.raises(TypeError, match="unsupported operand"):
+        main(["list"])
+
+
+def test_yaml_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nrecipes:\n  x: [unclosed\n")
+    assert main(["train", str(bad), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("asczoo train: error:") and "not valid YAML" in err and "Traceback" not in err
+
+
+def omp_spin_count(command: list[str], env: dict[str, str]) -> str:
+    """GOMP_SPINCOUNT as libgomp (loaded with torch) reports it in a fresh process: 0 when threads sleep."""
+    import re
+    import subprocess
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**env, "OMP_DISPLAY_ENV": "VERBOSE", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"GOMP_SPINCOUNT = '(\d+)'", result.stderr)
+    assert found, result.stderr
+    return found.group(1)
+
+
+def test_cli_makes_openmp_threads_sleep_unless_the_user_chose(tmp_path):
+    import shutil
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    script = shutil.which("asczoo", path=str(Path(sys.executable).parent))
+    assert script, "the asczoo console script is not installed next to this Python"
+    # libgomp's default (no OMP_WAIT_POLICY) spins 300000 times, ACTIVE far more; PASSIVE 0 times
+    assert omp_spin_count([sys.executable, "-m", "asczoo", "list"], env) == "0"
+    assert omp_spin_count([script, "list"], env) == "0"
+    assert omp_spin_count([script, "list"], {**env, "OMP_WAIT_POLICY": "ACTIVE"}) != "0"
