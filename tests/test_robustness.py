@@ -231,11 +231,14 @@ def test_safe_yaml_bounds_alias_expansion_but_keeps_plain_aliases():
 
 
 def test_registry_file_with_alias_bomb_is_refused(tmp_path, monkeypatch, capsys):
+    from asczoo import recipes
+
     registry = tmp_path / "bomb.yaml"
     body = "\n".join("    " + line for line in alias_bomb().splitlines())
     registry.write_text("version: 1\nmodels:\n  bomb:\n    extends: resnet18-3d\n" + body + "\n")
     assert len(registry.read_bytes()) < 1000
     monkeypatch.setenv("ASCZOO_REGISTRY", str(registry))
+    recipes.invalidate()  # re-read the environment
     assert main(["list"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"asczoo list: error: {registry}: not valid YAML: aliases expand to more than")
@@ -275,7 +278,7 @@ def edit_config(folder: Path, section: str, **values) -> None:
 
 
 @pytest.mark.parametrize("section, values, message", [
-    ("backbone", {"channels": [10**9] * 4}, r"timm-resnet: channels has 1000000000; expected integers from 1 to 8192"),
+    ("backbone", {"channels": [10**9] * 4}, r"timm-resnet: channels has 1000000000; expected integers from 1 to 2048"),
     ("backbone", {"in_chans": 10**9}, r"in_chans has 1000000000; expected integers from 1 to 64"),
     ("frontend", {"n_fft": 2**31}, r"n_fft = 2147483648 is invalid; expected an integer from 2 to 65536"),
     ("frontend", {"sample_rate": 10**9}, r"sample_rate = 1000000000 is invalid; expected an integer from 1000 to 384000"),

@@ -35,8 +35,9 @@ ARCHS = ("resnet18", "resnetv2_18")
 _REFUSED_TIMM_KEYS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
                       "pretrained_strict", "cache_dir")
 _PLACEMENT = re.compile(PLACEMENT_PATTERN)
-#: largest stage or stem width (ResNet-18's widest stage is 512) and input channel count accepted
-MAX_WIDTH, MAX_IN_CHANS = 8192, 64
+#: largest stage or stem width accepted (four times ResNet-18's widest stage, 512: about 0.8 GB of
+#: float32 weights at 2048 in every stage) and input channel count
+MAX_WIDTH, MAX_IN_CHANS = 2048, 64
 
 
 def _parse_placement(placement: str) -> tuple[int, int]:
