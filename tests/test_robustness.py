@@ -399,3 +399,17 @@ def test_cli_makes_openmp_threads_sleep_unless_the_user_chose(tmp_path):
     assert omp_spin_count([sys.executable, "-m", "asczoo", "list"], env) == "0"
     assert omp_spin_count([script, "list"], env) == "0"
     assert omp_spin_count([script, "list"], {**env, "OMP_WAIT_POLICY": "ACTIVE"}) != "0"
+
+
+def test_extract_refuses_non_finite_features(bad_tree, tmp_path, monkeypatch):
+    """Audio allowed by a (here raised) amplitude limit but overflowing the frontend is skipped by name."""
+    from asczoo import data_checks
+    from asczoo.feature_cache import extract
+
+    root, loud, slow = bad_tree
+    monkeypatch.setattr(data_checks, "MAX_AMPLITUDE", 1e38)
+    info = extract("dcase2019-task1a", root, frontend=TINY_FRONTEND, cache_dir=tmp_path / "cache", skip_bad=True,
+                   progress=False)
+    skipped = {p.path: p for p in info.skipped}
+    assert skipped[loud].kind == "non-finite" and "features hold NaN or Inf" in skipped[loud].message
+    assert bool(torch.isfinite(info.mean).all() and torch.isfinite(info.std).all())
