@@ -413,3 +413,15 @@ def test_extract_refuses_non_finite_features(bad_tree, tmp_path, monkeypatch):
     skipped = {p.path: p for p in info.skipped}
     assert skipped[loud].kind == "non-finite" and "features hold NaN or Inf" in skipped[loud].message
     assert bool(torch.isfinite(info.mean).all() and torch.isfinite(info.std).all())
+
+
+def test_extract_cli_skip_bad_names_the_1_hz_clip(bad_tree, tmp_path, capsys):
+    root, loud, slow = bad_tree
+    frontend = [f"--frontend={k}={v}" for k, v in TINY_FRONTEND.items() if k != "plugin"]
+    argv = ["extract", str(root), *frontend, "--cache", str(tmp_path / "cache"), "--no-progress"]
+    assert main(argv) == 1  # without --skip-bad: an error listing both files
+    err = capsys.readouterr().err
+    assert f"{slow}: limits: the header's sample rate is 1 Hz" in err and f"{loud}: amplitude" in err
+    assert main([*argv, "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped ERROR   {slow}: limits: the header's sample rate is 1 Hz; expected 1000 to 384000 Hz" in err
