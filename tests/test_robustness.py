@@ -425,3 +425,15 @@ def test_extract_cli_skip_bad_names_the_1_hz_clip(bad_tree, tmp_path, capsys):
     assert main([*argv, "--skip-bad"]) == 0
     err = capsys.readouterr().err
     assert f"skipped ERROR   {slow}: limits: the header's sample rate is 1 Hz; expected 1000 to 384000 Hz" in err
+
+
+def test_predict_waveform_refuses_nan_and_impossible_rates():
+    from test_hub import tiny_model
+
+    model = tiny_model(seed=3)
+    waveform = torch.zeros(2, 16000)
+    waveform[0, 3] = float("nan")
+    with pytest.raises(AudioError, match=r"predict\(waveform\): 1 NaN and 0 Inf samples"):
+        model.predict(waveform, 8000)
+    with pytest.raises(ValueError, match=r"sample_rate is 1; expected 1000 to 384000 Hz"):
+        model.predict(torch.zeros(2, 16000), 1)
