@@ -42,6 +42,8 @@ from asczoo import __version__
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: a config.json larger than this is refused unread (a real one is a few kilobytes)
+MAX_CONFIG_BYTES = 16 * 2**20
 CARD_NAME = "README.md"
 CONFUSION_NAME = "confusion_matrix.png"
 REPORT_NAME = "report.json"
@@ -397,10 +399,15 @@ def read_config(path: str | os.PathLike, *, label: str | None = None) -> dict[st
     """Read and check ``config.json``: format version, known keys, and the type of every field."""
     path = Path(path)
     where = f"{label or path.parent}: {CONFIG_NAME}"
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ModelFormatError(f"{where} is {size} bytes; a model's config is at most {MAX_CONFIG_BYTES}")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ModelFormatError(f"{where} is nested too deeply to be a model's config") from None
     if not isinstance(config, dict):
         raise ModelFormatError(f"{where}: expected a JSON object, got {type(config).__name__}")
     missing = [k for k in _REQUIRED_KEYS if k not in config]

@@ -202,3 +202,17 @@ def test_audio_readers_on_any_wav_header(tmp_path, fmt_tag, channels, rate, bits
         assert waveform.numel() == 0 or float(waveform.abs().max()) <= audio.MAX_AMPLITUDE
     problems, _, _ = check_audio(str(path), sample_rate=8000, clip_seconds=1.0, name="x.wav")
     assert all(p.path == "x.wav" for p in problems)
+
+
+def test_read_config_of_deep_or_huge_documents(tmp_path, monkeypatch):
+    from asczoo import hub
+    from asczoo.hub import ModelFormatError, read_config
+
+    path = tmp_path / "config.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelFormatError, match="nested too deeply"):
+        read_config(path)
+    monkeypatch.setattr(hub, "MAX_CONFIG_BYTES", 100)
+    path.write_text(json.dumps({"name": "x" * 200}))
+    with pytest.raises(ModelFormatError, match=r"config\.json is 212 bytes; a model's config is at most 100"):
+        read_config(path)
