@@ -216,3 +216,13 @@ def test_read_config_of_deep_or_huge_documents(tmp_path, monkeypatch):
     path.write_text(json.dumps({"name": "x" * 200}))
     with pytest.raises(ModelFormatError, match=r"config\.json is 212 bytes; a model's config is at most 100"):
         read_config(path)
+
+
+def test_table_size_is_bounded_before_reading(tmp_path, monkeypatch):
+    from asczoo import datasets
+
+    path = tmp_path / "meta.csv"
+    path.write_text("filename\tscene_label\n" + "audio/a.wav\tbus\n" * 10)
+    monkeypatch.setattr(datasets, "MAX_TABLE_BYTES", 100)
+    with pytest.raises(DataError, match=r"meta\.csv: 181 bytes; a metadata or setup table is at most 100"):
+        datasets.read_labelled_table(path)
