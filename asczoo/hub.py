@@ -539,12 +539,16 @@ def read_weights(path: str | os.PathLike, *, label: str) -> dict[str, torch.Tens
         state = load_file(str(path), device="cpu")
     except SafetensorError as exc:
         raise ModelFormatError(f"{label}: {path.name} is not a valid safetensors file ({exc})") from None
-    _refuse_non_finite(state, f"{label}: {path.name}")
+    refuse_non_finite(state, f"{label}: {path.name}")
     return state
 
 
-def _refuse_non_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
-    """A model with a NaN or Inf weight predicts NaN for everything (rc 0, first class); refuse it."""
+def refuse_non_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Raise :class:`ModelFormatError` naming the tensors of ``state`` that hold NaN or Inf.
+
+    A model with a NaN or Inf weight predicts NaN for everything (rc 0, first class), and training
+    from one gives NaN weights; ``where`` (file, key) starts the message.
+    """
     bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
     if bad:
         more = f", ... ({len(bad) - 8} more)" if len(bad) > 8 else ""

@@ -437,3 +437,21 @@ def test_predict_waveform_refuses_nan_and_impossible_rates():
         model.predict(waveform, 8000)
     with pytest.raises(ValueError, match=r"sample_rate is 1; expected 1000 to 384000 Hz"):
         model.predict(torch.zeros(2, 16000), 1)
+
+
+def test_init_from_weights_with_nan_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    import asczoo
+    from asczoo.hub import ModelFormatError
+    from asczoo.testing import tiny_overrides
+    from test_hub import tiny_model
+
+    folder = tmp_path / "model"
+    tiny_model(seed=3).save_pretrained(folder)
+    state = load_file(str(folder / "model.safetensors"))
+    name = next(k for k in sorted(state) if k.startswith("backbone.") and state[k].is_floating_point())
+    state[name][0] = float("inf")
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(ModelFormatError, match=rf"init_from: .*model\.safetensors: 1 tensor\(s\) hold NaN or Inf values: {name}"):
+        asczoo.create_model("atresn-net-resnet18", overrides=tiny_overrides(), init_from=folder)
