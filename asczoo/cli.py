@@ -4,7 +4,8 @@ Each module there defines ``COMMAND`` (its name), ``HELP`` (one line), ``add_arg
 ``run(args) -> int``; adding a command means adding one file.
 
 Every failure a user can cause ends in one line on stderr (``asczoo CMD: error: ...``) and exit status
-2, not a traceback; ``ASCZOO_DEBUG=1`` lets the exception through with its traceback.
+2, not a traceback, and each warning is one line (``asczoo: warning: ...``); ``ASCZOO_DEBUG=1`` lets
+the exception through with its traceback and shows warnings as Python does.
 
 OpenMP: unless the user set ``OMP_WAIT_POLICY``, this module sets it to ``PASSIVE`` before torch is
 imported (libgomp, which torch's CPU kernels use, reads it once, when the library is loaded). With the
@@ -24,6 +25,7 @@ import argparse  # noqa: E402 - after the OpenMP setting on purpose
 import importlib  # noqa: E402
 import pkgutil  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 
 from asczoo import __version__, commands  # noqa: E402
 
@@ -60,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = os.environ.get(DEBUG_VAR, "").strip().lower() in {"1", "true", "yes", "on"}
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():  # restores the warning display when main returns (tests call it)
+            if not debug:
+                warnings.showwarning = _one_line_warning
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -71,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"asczoo {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a broken plugin, a skipped recipe) as one line, without the source line under it."""
+    print(f"asczoo: warning: {message}", file=file or sys.stderr)
 
 
 def error_line(exc: BaseException) -> str:

@@ -346,6 +346,11 @@ def test_plugin_calling_sys_exit_or_raising_keyboardinterrupt_is_isolated(exitin
                             env={**os.environ, "PYTHONPATH": str(exiting_plugins)}, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "SystemExit: 3" in result.stdout and "KeyboardInterrupt" in result.stdout and "[failed]" in result.stdout
+    assert result.stderr.splitlines() == [  # one line each, no source line of warnings.warn under it
+        "asczoo: warning: asczoo plugin 'exits' (entry point exits_mod (asczoo-exits)) failed and was skipped: "
+        "SystemExit: 3",
+        "asczoo: warning: asczoo plugin 'interrupts' (entry point interrupts_mod (asczoo-exits)) failed and was "
+        "skipped: KeyboardInterrupt"]
 
 
 # -- the command line: one line per failure, OpenMP threads that sleep --------------------------------------
