@@ -109,9 +109,8 @@ def test_readme_command(line, command, inline, tmp_path, capsys, monkeypatch):
             continue
         try:
             args = build_parser().parse_args(argv)
-        except SystemExit as exc:
+        except SystemExit:
             pytest.fail(f"README line {line}: `{command}` does not parse ({argv}): {capsys.readouterr().err}")
-            raise AssertionError from exc
         model = getattr(args, "name", None) or getattr(args, "model", None)
         if args.command in ("info", "export") and "." not in model and "/" not in model:
             assert model in factory.list_models(), f"README line {line}: no model {model!r}"
