@@ -42,6 +42,8 @@ from asczoo import __version__
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: a config.json larger than this is refused unread (a real one is a few kilobytes)
+MAX_CONFIG_BYTES = 16 * 2**20
 CARD_NAME = "README.md"
 CONFUSION_NAME = "confusion_matrix.png"
 REPORT_NAME = "report.json"
@@ -398,10 +400,15 @@ def read_config(path: str | os.PathLike, *, label: str | None = None) -> dict[st
     """Read and check ``config.json``: format version, known keys, and the type of every field."""
     path = Path(path)
     where = f"{label or path.parent}: {CONFIG_NAME}"
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ModelFormatError(f"{where} is {size} bytes; a model's config is at most {MAX_CONFIG_BYTES}")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ModelFormatError(f"{where} is nested too deeply to be a model's config") from None
     if not isinstance(config, dict):
         raise ModelFormatError(f"{where}: expected a JSON object, got {type(config).__name__}")
     missing = [k for k in _REQUIRED_KEYS if k not in config]
@@ -452,7 +459,7 @@ def build_from_config(config: Mapping[str, Any], *, label: str) -> Any:
     """
     from asczoo import plugins
     from asczoo.factory import build_model
-    from asczoo.recipes import SECTIONS, UnavailablePart, validate_recipe
+    from asczoo.recipes import SECTIONS, RecipeError, UnavailablePart, validate_recipe
 
     where = f"{label}: {CONFIG_NAME}"
     recipe = copy.deepcopy(config["recipe"])
@@ -472,6 +479,10 @@ def build_from_config(config: Mapping[str, Any], *, label: str) -> Any:
         model = build_model(recipe, name=config["name"], tag=config.get("tag"))
     except (UnavailablePart, plugins.UnknownPartError) as exc:
         raise UnavailablePart(f"{exc}{_install_hint(config)}") from None
+    except RecipeError:
+        raise
+    except (ValueError, TypeError) as exc:  # a part's own checks (bounds, combinations) refused the recipe
+        raise ModelFormatError(f"{where}, key 'recipe': {exc}") from None
     if model.frontend_config != config["frontend"]:
         diff = _differences(config["frontend"], model.frontend_config)
         raise ModelFormatError(f"{where}: the frontend built here differs from the saved one: {diff}")
@@ -526,9 +537,23 @@ def read_weights(path: str | os.PathLike, *, label: str) -> dict[str, torch.Tens
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise UnsafeWeightsError(_pickle_refusal(label, [path.name]))
     try:
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
     except SafetensorError as exc:
         raise ModelFormatError(f"{label}: {path.name} is not a valid safetensors file ({exc})") from None
+    refuse_non_finite(state, f"{label}: {path.name}")
+    return state
+
+
+def refuse_non_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Raise :class:`ModelFormatError` naming the tensors of ``state`` that hold NaN or Inf.
+
+    A model with a NaN or Inf weight predicts NaN for everything (rc 0, first class), and training
+    from one gives NaN weights; ``where`` (file, key) starts the message.
+    """
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        more = f", ... ({len(bad) - 8} more)" if len(bad) > 8 else ""
+        raise ModelFormatError(f"{where}: {len(bad)} tensor(s) hold NaN or Inf values: {', '.join(bad[:8])}{more}")
 
 
 def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -> None:
