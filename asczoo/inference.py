@@ -111,7 +111,7 @@ def predict(
     Returns ``(label, probabilities)``: the most probable class and ``{class: probability}``,
     averaged over the windows of a long recording. The model is put in eval mode.
     """
-    from asczoo.data.audio import read_audio
+    from asczoo.data.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_samples, read_audio
 
     if isinstance(path_or_waveform, (str, os.PathLike)):
         if sample_rate is not None:
@@ -120,9 +120,13 @@ def predict(
     else:
         if sample_rate is None:
             raise ValueError("predict(waveform): pass the waveform's sample_rate")
+        if not MIN_SAMPLE_RATE <= int(sample_rate) <= MAX_SAMPLE_RATE:  # as for files: resampling allocates
+            raise ValueError(f"predict(waveform): sample_rate is {sample_rate}; expected {MIN_SAMPLE_RATE} to "
+                             f"{MAX_SAMPLE_RATE} Hz")
         waveform = torch.as_tensor(path_or_waveform)
         if not waveform.is_floating_point():
             waveform = waveform.float()
+        check_samples("predict(waveform)", waveform)  # NaN in, NaN scores out: refuse, as for files
     model.eval()
     windows = clip_windows(model_frontend(model), waveform, int(sample_rate), hop_seconds)
     return _prediction(model.classes, window_probabilities(model, windows, batch_size=batch_size).mean(0))

@@ -155,7 +155,7 @@ def test_names_that_are_not_utf8_special_files_and_tabs(saved, audio, tmp_path, 
     assert code == 1
     rows = out.read_bytes().splitlines()
     assert len(rows) == 2 and rows[1].split(b"\t")[0] == os.fsencode(odd)
-    assert "a FIFO, not an audio file" in err and "holds a tab" in err and "utf-8" not in err
+    assert "is a FIFO (named pipe), not a regular audio file" in err and "holds a tab" in err and "utf-8" not in err
     assert "2 file(s) skipped" in err
 
 

@@ -10,7 +10,8 @@ Synthetic-layout writers of dataset plugins: :func:`write_audio` (atomic WAV/FLA
 :func:`asczoo.atomic.atomic_write_text`; :func:`normalise_listed` keeps a listed path inside the root,
 :func:`dataset_defaults` reads what a dataset plugin says about itself.
 
-Frontend plugins: :func:`segment_starts` (the paper's segment hop rule). Augmentation plugins:
+Frontend plugins: :func:`segment_starts`, and the sample rates audio may have (:data:`MIN_SAMPLE_RATE`
+to :data:`MAX_SAMPLE_RATE`) (the paper's segment hop rule). Augmentation plugins:
 :func:`check_batch` (the ``(B, N, 3, F, T)`` features / ``(B, K)`` targets contract).
 
 The host's own entry points are here too: :func:`create_dataset`, :func:`extract` (the feature cache),
@@ -18,7 +19,7 @@ The host's own entry points are here too: :func:`create_dataset`, :func:`extract
 package (``asczoo.data.feature_cache``, ``asczoo.data._lookup``, ...) may change without notice.
 """
 
-from asczoo.data.audio import is_audio_file, write_audio
+from asczoo.data.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, is_audio_file, write_audio
 from asczoo.data.augment import check_batch, create_augmentation
 from asczoo.data.checks import DataError, Problem
 from asczoo.data.dataset_check import check_dataset
@@ -34,5 +35,5 @@ __all__ = [
     "SPLITS", "Clip", "ClipDataset", "DataError", "Problem", "check_batch", "check_dataset", "create_augmentation",
     "create_dataset", "create_frontend", "extract", "find_setup_file", "is_audio_file", "location_of",
     "location_split", "read_labelled_table", "read_setup_file", "read_table", "segment_starts", "write_audio",
-    "dataset_defaults", "normalise_listed",
+    "dataset_defaults", "normalise_listed", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE",
 ]

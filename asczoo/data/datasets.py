@@ -249,6 +249,10 @@ class ClipDataset(DatasetInterface):
 
 # -- tables and setup files ------------------------------------------------------------------------------
 
+#: a metadata or setup table larger than this is refused unread
+MAX_TABLE_BYTES = 256 * 2**20
+
+
 def read_table(path: str | os.PathLike) -> tuple[list[str] | None, list[list[str]]]:
     """A tab- or comma-separated text file: ``(header or None, rows)``.
 
@@ -257,6 +261,10 @@ def read_table(path: str | os.PathLike) -> tuple[list[str] | None, list[list[str
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_TABLE_BYTES:  # a listing of a million clips is about 60 MB
+            raise DataError(f"{path}: {size} bytes; a metadata or setup table is at most {MAX_TABLE_BYTES}",
+                            [Problem(str(path), "missing-setup", f"{size} bytes, more than {MAX_TABLE_BYTES}")])
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found",

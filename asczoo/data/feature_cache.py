@@ -107,7 +107,11 @@ def _compute(job: tuple[str, str], *, frontend: Frontend, dtype: str) -> tuple[l
     )
     if waveform is None or any(p.severity == ERROR for p in problems):
         return problems, None
-    return problems, frontend(waveform, rate).to(DTYPES[dtype])
+    features = frontend(waveform, rate).to(DTYPES[dtype])
+    if not bool(torch.isfinite(features).all()):  # e.g. loud float audio overflowing float16 features
+        return [*problems, Problem(file, "non-finite", f"its {dtype} features hold NaN or Inf values "
+                                                       "(samples too loud for the frontend?)")], None
+    return problems, features
 
 
 def extract(
@@ -217,6 +221,9 @@ def extract(
     if not train_files:
         raise DataError(f"{where}: the training split has no usable files, so no normalisation statistics")
     mean, std, count = _statistics(shard_dir, [entries[f] for f in train_files])
+    if not bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        raise DataError(f"{where}: the normalisation statistics of the training split are not finite "
+                        "(features too large for float64 sums); nothing was marked complete")
     identity = listing.identity
     manifest = {
         "format": FORMAT, "identity": identity, "frontend": fe.config, "dtype": dtype,

@@ -41,6 +41,8 @@ from asczoo.names import FOLDER, HF_PREFIX, HUB, REPO_ID_RE, parse_model_name
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: a config.json larger than this is refused unread (a real one is a few kilobytes)
+MAX_CONFIG_BYTES = 16 * 2**20
 CARD_NAME = "README.md"
 CONFUSION_NAME = "confusion_matrix.png"
 REPORT_NAME = "report.json"
@@ -348,10 +350,15 @@ def read_config(path: str | os.PathLike, *, label: str | None = None) -> dict[st
     """Read and check ``config.json``: format version, known keys, and the type of every field."""
     path = Path(path)
     where = f"{label or path.parent}: {CONFIG_NAME}"
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ModelFormatError(f"{where} is {size} bytes; a model's config is at most {MAX_CONFIG_BYTES}")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ModelFormatError(f"{where} is nested too deeply to be a model's config") from None
     if not isinstance(config, dict):
         raise ModelFormatError(f"{where}: expected a JSON object, got {type(config).__name__}")
     missing = [k for k in _REQUIRED_KEYS if k not in config]
@@ -403,9 +410,23 @@ def read_weights(path: str | os.PathLike, *, label: str) -> dict[str, torch.Tens
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise UnsafeWeightsError(_pickle_refusal(label, [path.name]))
     try:
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
     except SafetensorError as exc:
         raise ModelFormatError(f"{label}: {path.name} is not a valid safetensors file ({exc})") from None
+    refuse_non_finite(state, f"{label}: {path.name}")
+    return state
+
+
+def refuse_non_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Raise :class:`ModelFormatError` naming the tensors of ``state`` that hold NaN or Inf.
+
+    A model with a NaN or Inf weight predicts NaN for everything (rc 0, first class), and training
+    from one gives NaN weights; ``where`` (file, key) starts the message.
+    """
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        more = f", ... ({len(bad) - 8} more)" if len(bad) > 8 else ""
+        raise ModelFormatError(f"{where}: {len(bad)} tensor(s) hold NaN or Inf values: {', '.join(bad[:8])}{more}")
 
 
 # -- publishing --------------------------------------------------------------------------------------

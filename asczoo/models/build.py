@@ -16,6 +16,7 @@ from torch import nn
 
 from asczoo import plugins
 from asczoo.data.frontend import create_frontend
+from asczoo.hub.files import refuse_non_finite
 from asczoo.models.model import AscModel
 from asczoo.recipes.model_recipes import deep_merge
 
@@ -80,7 +81,9 @@ def _read_state(source: nn.Module | str | os.PathLike) -> dict[str, torch.Tensor
         raise FileNotFoundError(f"init_from: no such file {path}")
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    state = load_file(str(path))
+    refuse_non_finite(state, f"init_from: {path}")  # NaN in, NaN weights out, rc 0
+    return state
 
 
 def initialise_from(model: AscModel, source: nn.Module | str | os.PathLike) -> None:

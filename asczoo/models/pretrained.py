@@ -20,6 +20,7 @@ from asczoo.hub.files import (
 )
 from asczoo.models.build import build_model
 from asczoo.recipes.model_recipes import SECTION_KIND, SECTIONS, UnavailablePart, validate_recipe
+from asczoo.recipes.schema import RecipeError
 
 
 #: part options that would make a part fetch or read weights of its own (timm's, for instance);
@@ -93,6 +94,10 @@ def build_from_config(config: Mapping[str, Any], *, label: str) -> Any:
         model = build_model(recipe, name=config["name"], tag=config.get("tag"))
     except (UnavailablePart, plugins.UnknownPartError) as exc:
         raise UnavailablePart(f"{exc}{_install_hint(config)}") from None
+    except RecipeError:
+        raise
+    except (ValueError, TypeError) as exc:  # a part's own checks (bounds, combinations) refused the recipe
+        raise ModelFormatError(f"{where}, key 'recipe': {exc}") from None
     if model.frontend_config != config["frontend"]:
         diff = _differences(config["frontend"], model.frontend_config)
         raise ModelFormatError(f"{where}: the frontend built here differs from the saved one: {diff}")

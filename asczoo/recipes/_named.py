@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from asczoo import safe_yaml
 from asczoo.names import NAME_RE
 from asczoo.recipes.schema import RecipeError
 
@@ -113,7 +114,7 @@ def read_recipe_file(
         except OSError as exc:
             raise RecipeError(f"{origin}: cannot read {kind} file: {exc.strerror or exc}") from exc
         try:
-            data = yaml.safe_load(text)
+            data = safe_yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
     elif isinstance(source, Mapping):

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import os
 import re
 import threading
@@ -142,10 +143,42 @@ def _check_section(value: Any, factory: Any, where: str) -> dict[str, Any]:
 def _positive(value: Any, where: str, key: str, *, integer: bool = False, zero: bool = False) -> None:
     if value is None:
         return
-    bad = value < 0 if zero else value <= 0
+    bad = not math.isfinite(value) or (value < 0 if zero else value <= 0)
     if bad:
         kind = "integer" if integer else "number"
         raise RecipeError(f"{where}: key '{key}' must be a {'non-negative' if zero else 'positive'} {kind}, got {value!r}")
+
+
+def _in_range(value: Any, where: str, key: str, low: float, high: float, *, high_open: bool = False) -> None:
+    """Refuse a number outside ``[low, high]`` (``[low, high)`` with ``high_open``), NaN included."""
+    if value is None:
+        return
+    ok = math.isfinite(value) and low <= value and (value < high if high_open else value <= high)
+    if not ok:
+        raise RecipeError(f"{where}: key '{key}' must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {value!r}")
+
+
+def _check_hyperparameters(stage: dict[str, Any], where: str) -> None:
+    """Ranges of the optimiser and schedule numbers (types were checked against the signatures).
+
+    A negative momentum or decay factor, or a NaN/Inf learning rate, trains to NaN weights with rc 0;
+    refusing them here names the key before anything runs.
+    """
+    opt, owhere = stage["optimizer"], f"{where}, key 'optimizer'"
+    _positive(opt["lr"], owhere, "lr")
+    _positive(opt.get("weight_decay"), owhere, "weight_decay", zero=True)
+    for key in ("momentum", "dampening"):
+        _in_range(opt.get(key), owhere, key, 0.0, 1.0)
+    for i, beta in enumerate(opt.get("betas") or ()):
+        _in_range(beta, owhere, f"betas.{i}", 0.0, 1.0, high_open=True)
+    _positive(opt.get("eps"), owhere, "eps")
+    sched, swhere = stage["schedule"], f"{where}, key 'schedule'"
+    _positive(sched.get("gamma"), swhere, "gamma")
+    _positive(sched.get("min_lr"), swhere, "min_lr", zero=True)
+    if sched["name"] == "step":
+        _positive(sched["step_epochs"], swhere, "step_epochs", integer=True)
+    for i, epoch in enumerate(sched.get("milestones") or ()):
+        _positive(epoch, swhere, f"milestones.{i}", integer=True)
 
 
 def _named(spec: Any, table: Mapping[str, Any], where: str, what: str) -> dict[str, Any]:
@@ -214,11 +247,8 @@ def validate_training_recipe(recipe: Mapping[str, Any], *, where: str, check_par
             raise RecipeError(f"{swhere}: key 'label_smoothing' must be in [0, 1), got {stage['label_smoothing']!r}")
         stage["overrides"] = dict(stage["overrides"] or {})
         stage["optimizer"] = _named(stage["optimizer"], OPTIMIZERS, f"{swhere}, key 'optimizer'", "optimisers")
-        _positive(stage["optimizer"]["lr"], f"{swhere}, key 'optimizer'", "lr")
-        _positive(stage["optimizer"].get("weight_decay"), f"{swhere}, key 'optimizer'", "weight_decay", zero=True)
         stage["schedule"] = _named(stage["schedule"] or "constant", SCHEDULES, f"{swhere}, key 'schedule'", "schedules")
-        if stage["schedule"]["name"] == "step":
-            _positive(stage["schedule"]["step_epochs"], f"{swhere}, key 'schedule'", "step_epochs", integer=True)
+        _check_hyperparameters(stage, swhere)
         augment = stage["augment"] or []
         if not isinstance(augment, list):
             raise RecipeError(f"{swhere}: key 'augment' must be a list of augmentations ({{plugin: NAME, ...}})")
