@@ -122,8 +122,8 @@ def fold_batch_norm(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, 
             cov = (rows.t() @ rows).to(stats) / n - torch.outer(d, d)
             second = cov + torch.outer(mu, mu)
             centred = True
-    mean = w @ mu
-    var = ((w @ cov) * w).sum(1).clamp_(min=0.0)
+        mean = w @ mu
+        var = ((w @ cov) * w).sum(1).clamp_(min=0.0)
     if not centred and x.dtype != torch.float64 and bool((mean * mean + var > FOLD_CONDITION * var).any()):
         return None
     invstd = (var + eps).rsqrt()
