@@ -352,9 +352,24 @@ class Features:
         return 0 if self.tensor is None else self.tensor.numel() * self.tensor.element_size()
 
 
-def estimate_bytes(dataset: Dataset, *, half: bool = True) -> int:
+def estimate_bytes(dataset: Dataset, *, half: bool | None = None) -> int:
+    """Bytes of all of ``dataset``'s features held in memory: float16 when its feature cache stores
+    float16 (``half=None``: ask the cache), else float32."""
     features, _ = dataset[0]
+    if half is None:
+        store = getattr(dataset, "_store", None)
+        half = getattr(store, "dtype", "float32") == "float16"
     return len(dataset) * features.numel() * (2 if half else 4)
+
+
+def stream_stored_dtype(dataset: Dataset) -> Dataset:
+    """Have a cache-backed dataset return features in the stored dtype (float16 for a float16 cache)
+    when a DataLoader streams it: its workers and pinned buffers then move half the bytes, and the
+    batch becomes float32 on the device (:class:`BatchStream`, :func:`evaluate_features`)."""
+    store = getattr(dataset, "_store", None)
+    if store is not None and hasattr(store, "keep_dtype"):
+        store.keep_dtype = True
+    return dataset
 
 
 def fits_on_device(total_bytes: int, device: torch.device) -> bool:
@@ -407,6 +422,7 @@ class BatchStream:
                                     shuffle=shuffle)
         self._loader: DataLoader | None = None
         if not source.in_memory:
+            stream_stored_dtype(source.dataset)
             samples = SegmentSamples(source.dataset, segments) if unit == "segment" else source.dataset
             workers = runtime.num_workers
             self._loader = DataLoader(
@@ -515,7 +531,7 @@ def evaluate_features(model: nn.Module, source: Features, *, runtime: Runtime, b
         on_device = torch.arange(runtime.rank, len(source), runtime.world_size, device=runtime.device)
         batches = ((source.tensor[chunk].float(), source.labels[chunk]) for chunk in torch.split(on_device, batch_size))
     else:
-        subset = torch.utils.data.Subset(source.dataset, indices)
+        subset = torch.utils.data.Subset(stream_stored_dtype(source.dataset), indices)
         loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=runtime.num_workers,
                             pin_memory=runtime.device.type == "cuda", generator=_own_generator())
         batches = ((x.to(runtime.device, non_blocking=True).float(), y.to(runtime.device)) for x, y in loader)

@@ -225,3 +225,27 @@ def test_compiled_two_stage_training_equals_eager(scenes, tmp_path):
     for stage in ("stage1", "stage2"):
         for mine, theirs in zip(compiled.stages[stage].history, eager.stages[stage].history):
             assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4)
+
+
+def test_streamed_cache_batches_stay_float16_until_the_device(scenes, tmp_path):
+    """DataLoader workers and pinned memory carry the float16 cache as float16; float32 on the device."""
+    import asczoo
+    from asczoo import feature_cache
+    from asczoo.datasets import create_dataset
+    from asczoo.engine import BatchStream, Features, Runtime, estimate_bytes
+
+    frontend = asczoo.create_model("resnet18-3d", overrides=copy.deepcopy(TINY)).frontend_config
+    cache = tmp_path / "cache"
+    feature_cache.extract("dcase2019-task1a", scenes, fold=1, frontend=frontend, cache_dir=cache, dtype="float16",
+                          progress=False)
+    dataset = create_dataset("dcase2019-task1a", scenes, split="train", fold=1, frontend=frontend, cache_dir=cache)
+    first, _ = dataset[0]
+    assert estimate_bytes(dataset) == len(dataset) * first.numel() * 2  # the cache's float16
+    runtime = Runtime(device=torch.device("cpu"), num_workers=0, progress=False)
+    stream = BatchStream(Features(dataset, runtime=runtime, in_memory=False), unit="clip", segments=4,
+                         batch_size=6, runtime=runtime, seed=0, drop_last=True, shuffle=True)
+    stream.sampler.set_epoch(1)
+    loaded, _ = next(iter(stream._loader))
+    assert loaded.dtype == torch.float16
+    features, _ = next(stream.epoch(1))
+    assert features.dtype == torch.float32
