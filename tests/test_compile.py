@@ -111,3 +111,15 @@ def test_compiled_flagship_at_the_full_input_across_batch_sizes():
         for batch in (2, 3, 5):
             x = torch.randn(batch, *model.input_shape)
             torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_grouper_precision_is_a_relation_block_option():
+    model = asczoo.create_model("atresn-net-resnet18",
+                                overrides=tiny_overrides(relation={"grouper_precision": "input"}))
+    blocks = list(model.relations.values())
+    assert blocks and all(b.grouper.precision == "input" for b in blocks)
+    assert blocks[0].describe()["grouper_precision"] == "input"
+    default = asczoo.create_model("atresn-net-resnet18", overrides=tiny_overrides())
+    assert all(b.grouper.precision == "float32" for b in default.relations.values())
+    with pytest.raises(ValueError, match="grouper_precision"):
+        asczoo.create_model("atresn-net-resnet18", overrides=tiny_overrides(relation={"grouper_precision": "fp8"}))

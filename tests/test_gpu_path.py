@@ -224,7 +224,9 @@ def test_compiled_two_stage_training_equals_eager(scenes, tmp_path):
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4, msg=key)
     for stage in ("stage1", "stage2"):
         for mine, theirs in zip(compiled.stages[stage].history, eager.stages[stage].history):
-            assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4)
+            for key in ("train_loss", "eval_loss"):  # stage 2's epoch 0 is an evaluation only
+                if key in theirs:
+                    assert mine[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-5), (stage, key)
 
 
 def test_streamed_cache_batches_stay_float16_until_the_device(scenes, tmp_path):
