@@ -200,3 +200,44 @@ def test_export_error_names_the_part(tmp_path):
                                           r".*asczoo_test\.host_tanh"):
         export_onnx(model, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+class BatchSizedBlock(nn.Module):
+    """A block that computes a size from the batch size, as the kNN's row blocks once did."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = max(1, 4 // x.shape[0])
+        parts = [x[:, i:i + step] for i in range(0, x.shape[1], step)]
+        return torch.cat(parts, dim=1) * self.scale.view(1, 1, -1, 1, 1)
+
+
+class BatchSizedPlugin:
+    @asczoo.hookimpl
+    def asczoo_register_relation_blocks(self, register):
+        def batch_sized(*, channels: int) -> nn.Module:
+            """A block whose graph depends on the batch size."""
+            return BatchSizedBlock(channels)
+
+        register("batch-sized", batch_sized)
+
+
+def test_a_batch_that_cannot_stay_dynamic_fails_even_without_verification(tmp_path):
+    """``--no-verify`` skips onnxruntime, not the guarantee: the capture keeps the batch symbolic with no
+    fallback, so a graph valid for the traced batch only is refused (the exporter's draft fallback
+    once baked such sizes in silently) and nothing is written."""
+    from asczoo import plugins
+
+    assert plugins.register_plugin(BatchSizedPlugin(), "batch-sized-test")
+    asczoo.register_recipes({"models": {"batch-sized-net": {
+        "extends": "resnet18-3d", "relation": {"plugin": "batch-sized", "placement": ["res3_1"]},
+    }}})
+    model = tiny_model("batch-sized-net")
+    with pytest.raises(ExportError, match=r"with a dynamic batch axis: .*--static-batch"):
+        export_onnx(model, tmp_path / "m.onnx", optimize=False, verify=False)
+    assert not (tmp_path / "m.onnx").exists()
+    result = export_onnx(model, tmp_path / "m.onnx", dynamic_batch=False, optimize=False)
+    assert result.max_abs_diff is not None
