@@ -100,9 +100,24 @@ class Features:
         return 0 if self.tensor is None else self.tensor.numel() * self.tensor.element_size()
 
 
-def estimate_bytes(dataset: Dataset, *, half: bool = True) -> int:
+def estimate_bytes(dataset: Dataset, *, half: bool | None = None) -> int:
+    """Bytes of all of ``dataset``'s features held in memory: float16 when its feature cache stores
+    float16 (``half=None``: ask the cache), else float32."""
     features, _ = dataset[0]
+    if half is None:
+        store = getattr(dataset, "_store", None)
+        half = getattr(store, "dtype", "float32") == "float16"
     return len(dataset) * features.numel() * (2 if half else 4)
+
+
+def stream_stored_dtype(dataset: Dataset) -> Dataset:
+    """Have a cache-backed dataset return features in the stored dtype (float16 for a float16 cache)
+    when a DataLoader streams it: its workers and pinned buffers then move half the bytes, and the
+    batch becomes float32 on the device (:class:`BatchStream`, :func:`evaluate_features`)."""
+    store = getattr(dataset, "_store", None)
+    if store is not None and hasattr(store, "keep_dtype"):
+        store.keep_dtype = True
+    return dataset
 
 
 def fits_on_device(total_bytes: int, device: torch.device) -> bool:
@@ -155,6 +170,7 @@ class BatchStream:
                                     shuffle=shuffle)
         self._loader: DataLoader | None = None
         if not source.in_memory:
+            stream_stored_dtype(source.dataset)
             samples = SegmentSamples(source.dataset, segments) if unit == "segment" else source.dataset
             workers = runtime.num_workers
             self._loader = DataLoader(
@@ -174,8 +190,15 @@ class BatchStream:
                 yield (features.to(device, non_blocking=True).float(), labels.to(device, non_blocking=True))
             return
         data, labels = self.source.tensor, self.source.labels
-        for indices in self.sampler:
-            index = torch.as_tensor(indices, device=device)
+        # this rank's indices of the whole epoch go to the device in one copy; each step slices them there
+        # (an index tensor built from a Python list every step is a host-to-device copy that waits for
+        # the device queue)
+        world, rank = self.runtime.world_size, self.runtime.rank
+        parts = [torch.tensor_split(batch, world)[rank] for batch in self.sampler.global_batches()]
+        if not parts:
+            return
+        order = torch.cat(parts).to(device, non_blocking=False)
+        for index in torch.split(order, [len(part) for part in parts]):
             if self.unit == "segment":
                 clips, segs = index // self.segments, index % self.segments
                 yield data[clips, segs].unsqueeze(1).float(), labels[clips]

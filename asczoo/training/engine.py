@@ -35,10 +35,11 @@ from torch.utils.data import DataLoader
 from asczoo.data.augment import create_augmentations, one_hot
 from asczoo.training.batches import (  # noqa: F401 - also re-exported: the engine's names before the split
     BatchStream, EpochBatches, Features, SegmentSamples, _own_generator, estimate_bytes, fits_on_device,
+    stream_stored_dtype,
 )
 from asczoo.training.checkpoint import Checkpointer, rng_state, set_rng_state
 from asczoo.training.runtime import (  # noqa: F401 - also re-exported
-    GlobalBatchNorm, Runtime, autocast, derive_seed, seed_everything, setup_runtime, teardown_runtime,
+    GlobalBatchNorm, Runtime, autocast, derive_seed, node_cores, seed_everything, setup_runtime, teardown_runtime,
 )
 
 # -- runtime: device, ranks, precision ----------------------------------------------------------------------
@@ -138,12 +139,11 @@ def evaluate_features(model: nn.Module, source: Features, *, runtime: Runtime, b
     offset = 0
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=runtime.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
-    if source.in_memory:
-        batches = ((source.tensor[torch.as_tensor(chunk, device=runtime.device)].float(),
-                    source.labels[torch.as_tensor(chunk, device=runtime.device)])
-                   for chunk in _chunks(indices, batch_size))
+    if source.in_memory:  # the indices go to the device once, then are sliced there
+        on_device = torch.arange(runtime.rank, len(source), runtime.world_size, device=runtime.device)
+        batches = ((source.tensor[chunk].float(), source.labels[chunk]) for chunk in torch.split(on_device, batch_size))
     else:
-        subset = torch.utils.data.Subset(source.dataset, indices)
+        subset = torch.utils.data.Subset(stream_stored_dtype(source.dataset), indices)
         loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=runtime.num_workers,
                             pin_memory=runtime.device.type == "cuda", generator=_own_generator())
         batches = ((x.to(runtime.device, non_blocking=True).float(), y.to(runtime.device)) for x, y in loader)
@@ -416,12 +416,16 @@ class StageLoop:
             self.log(f"{stage.name}: resuming after epoch {state['epoch']} of {stage.epochs}")
 
         runner: nn.Module = module
-        if runtime.distributed:
-            device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-            runner = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=not runtime.sync_batchnorm)
         if runtime.compile:
+            # the model is compiled, then wrapped by DDP: compiling the DDP wrapper traces DDP's own Python
+            # (its logger, record_function, _inside_ddp_forward), which dynamo breaks at; the model graph
+            # itself, GlobalBatchNorm's all-reduces included, compiles whole
             mode = None if runtime.compile is True else runtime.compile
             runner = torch.compile(runner, mode=mode)
+        if runtime.distributed:
+            device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+            runner = nn.parallel.DistributedDataParallel(runner, device_ids=device_ids,
+                                                         broadcast_buffers=not runtime.sync_batchnorm)
         self.runner = runner
         self.sync_bn = GlobalBatchNorm() if runtime.distributed and runtime.sync_batchnorm else contextlib.nullcontext()
         self.logger = MetricsLog(self.directory, runtime=runtime, tensorboard=self.tensorboard,
@@ -477,8 +481,9 @@ class StageLoop:
                     correct = (targets.gather(-1, logits.argmax(-1, keepdim=True)) > 0.5).sum()
                 else:
                     correct = (logits.argmax(-1) == targets.argmax(-1)).sum()
-                totals += torch.stack([losses.detach().sum().double(), correct.double(),
-                                       torch.tensor(float(len(labels)), dtype=torch.float64, device=runtime.device)])
+                # device-side sums, the count as a plain number: no host tensor, no wait for the device
+                totals[:2] += torch.stack([losses.detach().sum().double(), correct.double()])
+                totals[2] += len(labels)
             seen += global_sizes[step]
             if runtime.progress:
                 bar.update(1)

@@ -46,6 +46,8 @@ class Runtime:
     data_on_device: bool | str = "auto"
     progress: bool = True
     owns_group: bool = False
+    #: a gloo group with a long timeout for :meth:`wait_for_main` (None in one process)
+    wait_group: Any = None
 
     @property
     def distributed(self) -> bool:
@@ -62,6 +64,16 @@ class Runtime:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    def wait_for_main(self) -> None:
+        """Wait until rank 0 gets here, however long it takes (it may be extracting a feature cache).
+
+        The default group's barrier is subject to its timeout (NCCL's watchdog ends the job after 30
+        minutes), and a first feature extraction of a large dataset can take longer. This barrier runs
+        in a gloo group made for it with a timeout of :data:`WAIT_FOR_MAIN_TIMEOUT`, and waiting ranks
+        block in a socket read (no spinning core)."""
+        if self.distributed:
+            dist.barrier(group=self.wait_group)
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over ranks (in place, and returned); a no-op in one process."""
@@ -86,6 +98,18 @@ class Runtime:
         if self.distributed:
             parts.append(f"DDP {self.world_size} processes" + (", synced batch norm" if self.sync_batchnorm else ""))
         return ", ".join(parts)
+
+
+#: how long :meth:`Runtime.wait_for_main` waits (a first extraction of a large dataset on a slow disk)
+WAIT_FOR_MAIN_TIMEOUT = datetime.timedelta(days=2)
+
+
+def node_cores() -> int:
+    """CPU cores this process may use (its affinity, e.g. a SLURM allocation, else the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def setup_runtime(engine: EngineSettings | Mapping[str, Any]) -> Runtime:
@@ -116,8 +140,11 @@ def setup_runtime(engine: EngineSettings | Mapping[str, Any]) -> Runtime:
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30), **kwargs)
         owns_group = True
+    wait_group = None
     if dist.is_initialized():
         world_size, rank = dist.get_world_size(), dist.get_rank()
+        if world_size > 1:  # every rank creates it, in the same order: a collective call
+            wait_group = dist.new_group(backend="gloo", timeout=WAIT_FOR_MAIN_TIMEOUT)
     precision = settings.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -149,7 +176,7 @@ def setup_runtime(engine: EngineSettings | Mapping[str, Any]) -> Runtime:
         channels_last=bool(channels_last), compile=settings.compile,
         sync_batchnorm=bool(settings.sync_batchnorm), num_workers=int(workers),
         data_on_device=settings.data_on_device, progress=bool(progress) and rank == 0,
-        owns_group=owns_group,
+        owns_group=owns_group, wait_group=wait_group,
     )
 
 
@@ -201,7 +228,8 @@ def _global_batch_norm(input, running_mean, running_var, weight=None, bias=None,
     shape = [1, -1] + [1] * (x.dim() - 2)
     compute = torch.promote_types(x.dtype, torch.float32)
     xf = x.to(compute)
-    local = torch.cat([xf.sum(dims), xf.new_tensor([x.numel() / x.shape[1]])])
+    # the count as a device tensor made from a number (no host tensor; a symbolic size when compiled)
+    local = torch.cat([xf.sum(dims), xf.new_full((1,), x.numel() // x.shape[1])])
     total = all_reduce(local)
     count = total[-1]
     mean = total[:-1] / count
@@ -215,9 +243,10 @@ def _global_batch_norm(input, running_mean, running_var, weight=None, bias=None,
     if running_mean is not None and running_var is not None:
         with torch.no_grad():
             m = 0.0 if momentum is None else float(momentum)
-            n = float(count.item())
+            # the unbiased factor n / (n - 1) on the device: reading the count with .item() waited for
+            # the device at every batch norm and broke a compiled graph at each one
+            unbiased = var.detach() * (count / (count - 1.0).clamp(min=1.0))
             running_mean.mul_(1 - m).add_(mean.detach().to(running_mean.dtype), alpha=m)
-            unbiased = var.detach() * (n / max(n - 1.0, 1.0))
             running_var.mul_(1 - m).add_(unbiased.to(running_var.dtype), alpha=m)
     return out.to(x.dtype)
 
