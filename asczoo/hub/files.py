@@ -1,4 +1,8 @@
-"""Saved models and the Hugging Face Hub: ``save_pretrained``, ``from_pretrained``, ``push_to_hub``.
+"""Model folders and the Hugging Face Hub: find, download, read and write them; never build a model.
+
+``save_pretrained`` and ``push_to_hub`` write and upload a model's folder; ``resolve_files``,
+``read_config`` and ``read_weights`` find and read one (:mod:`asczoo.models.pretrained` builds the
+model from what they return: ``asczoo.from_pretrained``).
 
 The format follows huggingface_hub's ``PyTorchModelHubMixin`` (and timm's Hub files); a model folder
 holds::
@@ -8,8 +12,9 @@ holds::
     README.md              the model card (:mod:`asczoo.hub.card`), YAML front matter included
     confusion_matrix.png   when training produced one
 
-``config.json`` holds the asczoo version and format, the model name and tag, the resolved recipe, the
-class names, the frontend configuration, the normalisation statistics, training metrics and training
+``config.json`` holds the asczoo version and format, the model name and tag, the resolved recipe
+(without the frontend and classes, which it stores once, at its top level; older files repeat them in
+the recipe and still load), the class names, the frontend configuration, the normalisation statistics, training metrics and training
 details when known, and which plugin (and Python package) provided each part.
 
 Security: only safetensors is ever read. A folder or repository that offers ``.bin``, ``.pt``,
