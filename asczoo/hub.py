@@ -131,9 +131,21 @@ def save_pretrained(
     card = render_model_card(
         config, report=report, confusion_image=CONFUSION_NAME if confusion is not None else None,
         parameters=model.parameter_counts(), repo_id=repo_id, license=license,
+        complexity=_complexity_summary(model),
     )
     atomic_write_text(directory / CARD_NAME, card)
     return directory
+
+
+def _complexity_summary(model) -> str | None:
+    """The card's complexity lines (:mod:`asczoo.complexity`; one no-grad forward pass on one clip,
+    the model's train/eval mode restored); None for a model the counter cannot run (no section)."""
+    from asczoo.complexity import measure
+
+    try:
+        return measure(model).summary()
+    except (RuntimeError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def model_config(
