@@ -162,19 +162,40 @@ def measure(model: nn.Module, *, precision: str = "fp32", input_shape=None,
     layers = [{"module": name, "op": op, "macs": flops // 2}
               for (name, op), flops in counter.by_layer.items() if flops]
     params = _parameter_count(model)
+    param_bytes = params * PRECISION_BYTES[precision]
+    source = "float model (counted before quantising)"
+    quantization = getattr(model, "quantization", None)
+    if quantization:
+        # a quantised model (asczoo.quantize): the int8 kernels are opaque to the counter, so the MACs
+        # are the float model's, counted before quantising; the bytes are those of the stored tensors
+        from asczoo.quantize import stored_state
+
+        macs = int(quantization.get("float_macs_per_clip") or macs)
+        state = stored_state(model)
+        params = sum(t.numel() for k, t in state.items() if _is_weight(k, t))
+        param_bytes = stored_parameter_bytes(state)
+        precision = quantization["scheme"] if quantization["scheme"] != "int8" else "int8 (stored)"
+        source = f"stored {quantization['scheme']} tensors; MACs of the float model"
     return Complexity(
-        parameters=params, precision=precision, parameter_bytes=params * PRECISION_BYTES[precision],
+        parameters=params, precision=precision, parameter_bytes=param_bytes,
         macs_per_clip=int(macs), clip_seconds=float(clip_seconds) if clip_seconds else None,
-        macs_per_second=(macs / float(clip_seconds)) if clip_seconds else None, layers=layers,
+        macs_per_second=(macs / float(clip_seconds)) if clip_seconds else None, layers=layers, source=source,
     )
 
 
+#: state entries that are not parameters: quantisation scales and zero points, normalisation statistics
+_NOT_WEIGHTS = ("_scale", "_zero_point", "norm_mean", "norm_std", "num_batches_tracked", "running_mean", "running_var")
+
+
+def _is_weight(key: str, tensor: torch.Tensor) -> bool:
+    return not key.endswith(_NOT_WEIGHTS)
+
+
 def stored_parameter_bytes(tensors: dict[str, torch.Tensor]) -> int:
-    """Bytes of stored weight tensors (after quantising: the int8 tensors, not their float scales
-    or buffers such as the normalisation statistics); keys ending in ``.scale``/``.zero_point``
-    and ``norm_*`` buffers are left out."""
-    skip = (".scale", ".zero_point", "norm_mean", "norm_std", "num_batches_tracked", "running_mean", "running_var")
-    return sum(t.numel() * t.element_size() for k, t in tensors.items() if not k.endswith(skip))
+    """Bytes of the stored weights (after quantising: the int8 tensors, and the float biases and
+    parameters kept in float), without the per-channel scales, zero points and normalisation
+    statistics (as DCASE counts parameters)."""
+    return sum(t.numel() * t.element_size() for k, t in tensors.items() if _is_weight(k, t))
 
 
 def format_table(result: Complexity) -> str:
