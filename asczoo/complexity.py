@@ -168,8 +168,6 @@ def measure(model: nn.Module, *, precision: str = "fp32", input_shape=None,
     if quantization:
         # a quantised model (asczoo.quantize): the int8 kernels are opaque to the counter, so the MACs
         # are the float model's, counted before quantising; the bytes are those of the stored tensors
-        from asczoo.quantize import stored_state
-
         macs = int(quantization.get("float_macs_per_clip") or macs)
         state = stored_state(model)
         params = sum(t.numel() for k, t in state.items() if _is_weight(k, t))
@@ -181,6 +179,15 @@ def measure(model: nn.Module, *, precision: str = "fp32", input_shape=None,
         macs_per_clip=int(macs), clip_seconds=float(clip_seconds) if clip_seconds else None,
         macs_per_second=(macs / float(clip_seconds)) if clip_seconds else None, layers=layers, source=source,
     )
+
+
+def stored_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict to save: for fp16 models the parameters as fp16, otherwise as they are."""
+    state = model.state_dict()
+    if (getattr(model, "quantization", None) or {}).get("scheme") == "fp16":
+        params = {n for n, _ in model.named_parameters()}
+        state = {k: (v.half() if k in params and v.is_floating_point() else v) for k, v in state.items()}
+    return state
 
 
 #: state entries that are not parameters: quantisation scales and zero points, normalisation statistics

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from asczoo.arguments import RecipeError
+from asczoo.kd_loss import distillation_loss  # noqa: F401  (re-exported: the loss belongs to this option)
 
 
 def check_spec(spec: Any, *, where: str, earlier: Sequence[str]) -> dict[str, Any] | None:
@@ -59,15 +59,6 @@ def check_spec(spec: Any, *, where: str, earlier: Sequence[str]) -> dict[str, An
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise RecipeError(f"{where}: key 'distill.batch_size' must be a positive integer, got {batch!r}")
     return {"teachers": list(teachers), "lambda": float(weight), "tau": float(tau), "batch_size": batch}
-
-
-def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, hard: torch.Tensor, *, weight: float,
-                      tau: float) -> torch.Tensor:
-    """Per-sample ``(1 - weight) * hard + weight * tau^2 * KL(teacher_tau || student_tau)``."""
-    log_student = F.log_softmax(logits.float() / tau, dim=-1)
-    log_teacher = F.log_softmax(teacher.float() / tau, dim=-1)
-    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(-1)
-    return (1.0 - weight) * hard + weight * tau * tau * kl
 
 
 def load_teachers(names: Sequence[str], *, run_dir: Path | None, stages: Sequence[str]) -> list[tuple[str, Any, Path]]:

@@ -793,7 +793,7 @@ def fit(
             losses = (binary_cross_entropy if multi_label else soft_cross_entropy)(logits, targets,
                                                                                     stage.label_smoothing)
             if teacher is not None:
-                from asczoo.distill import distillation_loss
+                from asczoo.kd_loss import distillation_loss
 
                 losses = distillation_loss(logits, teacher, losses, weight=stage.distill["lambda"],
                                            tau=stage.distill["tau"])

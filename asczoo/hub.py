@@ -120,7 +120,7 @@ def save_pretrained(
         raise FileNotFoundError(f"save_pretrained: confusion-matrix image {confusion} does not exist")
 
     config = model_config(model, metrics=metrics, report=report, training=training)
-    from asczoo.quantize import stored_state
+    from asczoo.complexity import stored_state
 
     atomic_save_safetensors(
         stored_state(model), directory / WEIGHTS_NAME,

@@ -35,6 +35,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from asczoo.complexity import measure, stored_state  # noqa: F401  (stored_state: the saved form of a quantised model)
+
 QUANTIZABLE = (nn.Conv2d, nn.Conv3d, nn.Linear)
 #: parameterised modules that may stay in float inside a quantised model (cheap, element-wise)
 FLOAT_OK = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
@@ -235,8 +237,6 @@ class QuantizationResult:
 
 def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, keep_float: Sequence[str] = ()) -> QuantizationResult:
     """A static int8 copy of ``model`` (left untouched), calibrated on the batches in ``calibration``."""
-    from asczoo.complexity import measure
-
     float_complexity = measure(model) if hasattr(model, "input_shape") else None
     check_quantizable(model, keep_float)
     q = copy.deepcopy(model).cpu().eval()
@@ -278,23 +278,12 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, keep
 
 def quantize_fp16(model: nn.Module) -> nn.Module:
     """A copy whose floating-point parameters are stored as fp16 (they load back into fp32 to run on the CPU)."""
-    from asczoo.complexity import measure
-
     macs = measure(model).macs_per_clip if hasattr(model, "input_shape") else None
     q = copy.deepcopy(model).cpu().eval()
     for p in q.parameters():
         p.data = p.data.half().float()  # the values fp16 can hold; saved as fp16 by :func:`stored_state`
     q.quantization = {"scheme": "fp16", "float_macs_per_clip": macs}
     return q
-
-
-def stored_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict to save: for fp16 models the parameters as fp16, otherwise as they are."""
-    state = model.state_dict()
-    if (getattr(model, "quantization", None) or {}).get("scheme") == "fp16":
-        params = {n for n, _ in model.named_parameters()}
-        state = {k: (v.half() if k in params and v.is_floating_point() else v) for k, v in state.items()}
-    return state
 
 
 def restore(model: nn.Module, quantization: dict[str, Any]) -> nn.Module:
