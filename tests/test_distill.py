@@ -54,12 +54,13 @@ def test_teachers_with_other_classes_or_frontend_are_refused_naming_both():
         check_compatible(student, [("t2", other_frontend, None)])
 
 
-def test_a_student_stage_distils_from_an_earlier_stage_with_cached_teacher_logits(tmp_path, capsys):
+@pytest.mark.parametrize("on_device", ["auto", False], ids=["in-memory", "streamed"])
+def test_a_student_stage_distils_from_an_earlier_stage_with_cached_teacher_logits(tmp_path, capsys, on_device):
     data = make_data(tmp_path / "data")
     stage = {"model": "resnet18-3d", "overrides": copy.deepcopy(TINY), "unit": "clip", "epochs": 1, "batch_size": 8,
              "optimizer": {"name": "sgd", "lr": 0.01}}
     recipe = {"description": "kd", "data": {"dataset": "dcase2019-task1a", "fold": 1}, "seed": 1,
-              "engine": {"threads": 1, "num_workers": 0, "progress": False},
+              "engine": {"threads": 1, "num_workers": 0, "progress": False, "data_on_device": on_device},
               "stages": [{"name": "teacher", **stage},
                          {"name": "student", **copy.deepcopy(stage),
                           "distill": {"teachers": ["teacher"], "lambda": 0.7, "tau": 2.0}}]}

@@ -88,6 +88,8 @@ def test_cli_int8_and_fp16_with_parity_report(tmp_path, capsys):
     complexity = json.loads((tmp_path / "q8" / "complexity.json").read_text())
     assert complexity["precision"] == "int8 (stored)"
     assert "parity on 16 evaluate clips" in capsys.readouterr().out
+    assert main([*args, "--to", "int8", "--out", str(tmp_path / "q8")]) == 2, "a non-empty --out is refused"
+    assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--to", "fp16", "--out", str(tmp_path / "q16")]) == 0
     with safe_open(str(tmp_path / "q16" / "model.safetensors"), "pt") as f:
         dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}
@@ -100,3 +102,4 @@ def test_cli_int8_and_fp16_with_parity_report(tmp_path, capsys):
     relation.save_pretrained(tmp_path / "rel")
     assert main(["quantize", str(tmp_path / "rel"), "--to", "int8", "--out", str(tmp_path / "relq")]) == 2
     assert "relations.res2_1" in capsys.readouterr().err and not (tmp_path / "relq").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder left behind"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 COMMAND = "quantize"
@@ -26,6 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--keep-float", action="append", default=[], metavar="PART",
                         help="keep a part in float32 (e.g. relations), mixed precision (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration clips' draw")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
 def _dataset(model, defaults, args, split: str):
@@ -72,6 +75,8 @@ def run(args) -> int:
     model, defaults = resolve_model(source, stage=args.stage)
     model = model.cpu().eval()
     out = Path(args.out) if args.out else source.with_name(f"{source.name}-{args.to}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
     if args.to == "int8":
         check_quantizable(model, args.keep_float)  # refuse before reading any data
         train = _dataset(model, defaults, args, "train")
@@ -85,13 +90,23 @@ def run(args) -> int:
         ds = _dataset(model, defaults, args, args.split)
         report = {"split": args.split, "scheme": args.to,
                   **parity(model, quantized, _batches(ds, list(range(len(ds))), labels=True))}
-    quantized.save_pretrained(out)
-    result = measure(quantized)
-    files = {"complexity.json": result.to_dict()}
-    if report is not None:
-        files["parity.json"] = report
-    for name, data in files.items():
-        atomic_write_text(out / name, json.dumps(data, indent=2) + "\n")
+    # everything is written into a folder beside OUT and moved into place last: an error leaves no half model
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        quantized.save_pretrained(staging)
+        result = measure(quantized)
+        files = {"complexity.json": result.to_dict()}
+        if report is not None:
+            files["parity.json"] = report
+        for name, data in files.items():
+            atomic_write_text(staging / name, json.dumps(data, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     print(f"wrote {out} ({model.name}, {args.to}): {result.summary()}")
     if report is not None:
         print(f"parity on {report['clips']} {args.split} clips: accuracy {100 * report['float_accuracy']:.2f}% float, "
