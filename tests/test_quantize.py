@@ -88,6 +88,10 @@ def test_cli_int8_and_fp16_with_parity_report(tmp_path, capsys):
     complexity = json.loads((tmp_path / "q8" / "complexity.json").read_text())
     assert complexity["precision"] == "int8 (stored)"
     assert "parity on 16 evaluate clips" in capsys.readouterr().out
+    assert main(["complexity", str(tmp_path / "q8"), "--json"]) == 0  # counted as stored, MACs of the float model
+    counted = json.loads(capsys.readouterr().out)
+    assert counted["parameter_bytes"] == complexity["parameter_bytes"]
+    assert counted["macs_per_clip"] == measure(model).macs_per_clip
     assert main([*args, "--to", "int8", "--out", str(tmp_path / "q8")]) == 2, "a non-empty --out is refused"
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--to", "fp16", "--out", str(tmp_path / "q16")]) == 0
