@@ -42,9 +42,9 @@ def test_entry_meets_the_dcase_limits_at_int8_for_1s_tau2022_clips(name):
 def test_the_pair_is_matched_in_complexity_and_differs_by_relation_blocks():
     plain, relation = (measure(asczoo.create_model(n), precision="int8") for n in ENTRIES)
     assert abs(plain.parameters - relation.parameters) / plain.parameters < 0.05
-    assert abs(plain.macs_per_clip - relation.macs_per_clip) / plain.macs_per_clip < 0.02
+    assert abs(plain.macs_per_clip - relation.macs_per_clip) / plain.macs_per_clip < 0.03
     model = asczoo.create_model("lc-atresn-narrow")
-    assert sorted(model.relations) == ["res3_2", "res4_1"] and not asczoo.create_model("lc-resnet-narrow").relations
+    assert sorted(model.relations) == ["res3_1", "res3_2"] and not asczoo.create_model("lc-resnet-narrow").relations
     grouper = sum(r["macs"] for r in relation.layers if r["module"].endswith("grouper"))
     assert grouper > 0, "the relation blocks' kNN is counted"
 
