@@ -165,8 +165,15 @@ def attach(spec: Mapping[str, Any], student: Any, train_ds: Any, features: Any, 
 
     teachers = load_teachers(spec["teachers"], run_dir=run_dir, stages=stages)
     check_compatible(student, teachers)
-    logits = teacher_logits(teachers, train_ds, cache_dir=cache_dir, frontend=student.frontend_config,
-                            batch_size=spec.get("batch_size", 64), device=runtime.device, say=say)
+    def compute() -> torch.Tensor:
+        return teacher_logits(teachers, train_ds, cache_dir=cache_dir, frontend=student.frontend_config,
+                              batch_size=spec.get("batch_size", 64), device=runtime.device, say=say)
+
+    # under DDP rank 0 computes and caches the logits; the other ranks then read its file
+    logits = compute() if runtime.is_main else None
+    runtime.barrier()
+    if logits is None:
+        logits = compute()
     wrapped = Features(WithTeacher(train_ds, logits), runtime=runtime, in_memory=False)
     if features.in_memory:  # the same features, already loaded: only the labels change
         wrapped.tensor = features.tensor

@@ -98,7 +98,8 @@ class DeviceImpulseResponses:
 
         root = Path(folder)
         if not root.is_dir():
-            raise ValueError(f"device-ir: impulse-response folder {root} does not exist or is not a folder")
+            raise ValueError(f"device-ir: impulse-response folder {root} does not exist or is not a folder (set the "
+                             "augmentation's folder option; in a training recipe --set stages.STAGE.augment.I.folder=PATH)")
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
         if not files:
             raise ValueError(f"device-ir: {root} holds no impulse responses (expected {', '.join(AUDIO_SUFFIXES)} files)")
