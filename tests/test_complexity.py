@@ -106,3 +106,31 @@ def test_info_and_model_card_show_the_figures(tmp_path, capsys):
     model.save_pretrained(tmp_path / "m")
     card = (tmp_path / "m" / "README.md").read_text()
     assert "## Complexity" in card and f"{expected.macs_per_clip / 1e6:.3f} M MACs per clip" in card
+
+
+def test_a_custom_op_is_counted_through_its_registered_formula():
+    """A plugin op registered with torch.library is opaque to the counter until it gets a formula."""
+    from asczoo.complexity import register_macs_formula
+
+    @torch.library.custom_op("asczoo_test::pair_product", mutates_args=())
+    def pair_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(a, b)
+
+    @pair_product.register_fake
+    def _(a, b):
+        return a.new_empty(a.shape[0], a.shape[1], b.shape[2])
+
+    class UsesOp(nn.Module):
+        input_shape = (5, 6)
+
+        def forward(self, x):
+            return pair_product(x, x.transpose(1, 2))
+
+    before = measure(UsesOp()).macs_per_clip
+
+    @register_macs_formula(torch.ops.asczoo_test.pair_product)
+    def _macs(a, b, out_val=None, **_):  # the op's own arguments
+        return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+
+    after = measure(UsesOp()).macs_per_clip
+    assert (before, after) == (0, 5 * 6 * 5)

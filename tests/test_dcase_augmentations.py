@@ -103,3 +103,13 @@ def test_device_ir_bad_folders_are_refused(tmp_path):
     soundfile.write(tmp_path / "silent.wav", np.zeros(8, dtype=np.float32), 8000)
     with pytest.raises(ValueError, match="silent.wav.*silent"):
         asczoo.create_augmentation("device-ir", folder=str(tmp_path))
+
+
+def test_device_ir_at_the_recipes_size():
+    """As tau2022-lc-* use it: 44.1 kHz, n_fft 2048, 64 bands; the 8 and 16 kHz responses resampled."""
+    aug = asczoo.create_augmentation("device-ir", folder=str(IRS), p=1.0, sample_rate=44100, n_fft=2048, n_mels=64,
+                                      seed=0)
+    assert aug.responses.log_gains.shape == (2, 64) and torch.isfinite(aug.responses.log_gains).all()
+    x, y = batch(b=4, n=8, f=64, t=32)
+    out, _ = aug(x, y)
+    assert out.shape == x.shape and not torch.equal(out, x)
