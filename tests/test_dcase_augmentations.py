@@ -109,7 +109,11 @@ def test_device_ir_at_the_recipes_size():
     """As tau2022-lc-* use it: 44.1 kHz, n_fft 2048, 64 bands; the 8 and 16 kHz responses resampled."""
     aug = asczoo.create_augmentation("device-ir", folder=str(IRS), p=1.0, sample_rate=44100, n_fft=2048, n_mels=64,
                                       seed=0)
-    assert aug.responses.log_gains.shape == (2, 64) and torch.isfinite(aug.responses.log_gains).all()
+    gains = aug.responses.log_gains
+    assert gains.shape == (2, 64) and torch.isfinite(gains).all()
+    # the 8 kHz response says nothing above 4 kHz: those bands are left as they are, not silenced
+    lowpass = [f.name for f in aug.responses.files].index("lowpass_8k.wav")
+    assert gains[lowpass, -10:].abs().max() < 1e-6 and gains[lowpass, :10].abs().max() > 0.1
     x, y = batch(b=4, n=8, f=64, t=32)
     out, _ = aug(x, y)
     assert out.shape == x.shape and not torch.equal(out, x)

@@ -20,7 +20,8 @@ deterministic under ``seed``. Time/frequency masking is the catalogue's ``spec-m
   smooth within a mel band (microphone and device responses: a few milliseconds; the test checks it
   against the frontend on convolved audio), and it drops the time smearing of long, reverberant
   responses. For those, :meth:`DeviceImpulseResponses.convolve` convolves a waveform exactly (use it
-  to build augmented copies before the frontend). Responses at another sample rate are resampled.
+  to build augmented copies before the frontend). Responses at another sample rate are resampled; above
+  a response's own Nyquist frequency (an 8 kHz response says nothing above 4 kHz) the bands are left as they are.
 * ``roll``: circular shift along time (``axis: time``, by up to ``max_shift`` frames, the same for
   every segment of a sample) or frequency (``axis: freq``, up to ``max_shift`` mel bands).
 """
@@ -105,8 +106,10 @@ class DeviceImpulseResponses:
             raise ValueError(f"device-ir: {root} holds no impulse responses (expected {', '.join(AUDIO_SUFFIXES)} files)")
         self.files, self.sample_rate = files, int(sample_rate)
         self.responses: list[torch.Tensor] = []
+        self.rates: list[int] = []  # each response's own rate: it says nothing above its Nyquist frequency
         for path in files:
             h, rate = _read_audio(path)
+            self.rates.append(rate)
             if rate != self.sample_rate:  # a response recorded at another rate: resample it
                 h = taf.resample(h, rate, self.sample_rate)
             if not torch.isfinite(h).all() or float(h.abs().max()) == 0.0:
@@ -114,14 +117,19 @@ class DeviceImpulseResponses:
             self.responses.append(h)
         top = float(f_max) if f_max is not None else self.sample_rate / 2
         gains = []
-        for h in self.responses:
+        for h, rate in zip(self.responses, self.rates):
             # |H(f)|^2 on at least the frontend's FFT grid (finer for responses longer than n_fft), and its
             # mean over each mel band with the band's triangular weights (dcase-logmel's HTK filter bank)
             size = max(int(n_fft), h.numel())
             fbank = taf.melscale_fbanks(size // 2 + 1, float(f_min), top, int(n_mels), self.sample_rate,
                                         norm=None, mel_scale="htk")  # (n_freqs, n_mels)
             weights = fbank / fbank.sum(dim=0).clamp_min(1e-12)
-            gains.append(torch.fft.rfft(h, n=size).abs().pow(2) @ weights)
+            power = torch.fft.rfft(h, n=size).abs().pow(2)
+            # above the rate a response was recorded at, it is unknown (resampling leaves zeros there):
+            # leave those frequencies as they are rather than silencing them
+            freqs = torch.arange(power.numel()) * (self.sample_rate / size)
+            power = torch.where(freqs > rate / 2, torch.ones_like(power), power)
+            gains.append(power @ weights)
         self.log_gains = torch.log(torch.stack(gains).clamp_min(1e-10))  # (R, n_mels)
 
     def __len__(self) -> int:
