@@ -614,6 +614,8 @@ class StageSpec:
     eval_at_start: bool
     eval_batch_size: int
     seed: int
+    #: knowledge distillation (asczoo.distill): the training labels are rows [label, *teacher logits]
+    distill: dict[str, Any] | None = None
 
 
 class MetricsLog:
@@ -781,12 +783,20 @@ def fit(
                    disable=not runtime.progress, leave=False, dynamic_ncols=True)
         seen, shown = 0, -1.0
         for step, (features, labels) in enumerate(stream.epoch(epoch)):
+            teacher = None
+            if stage.distill is not None:  # rows [label, *teacher logits] (asczoo.distill.WithTeacher)
+                labels, teacher = labels[:, 0].long(), labels[:, 1:]
             targets = labels.float() if multi_label else one_hot(labels, num_classes)
             features, targets = augment(features, targets)
             with sync_bn, autocast(runtime):
                 logits = runner(features)
             losses = (binary_cross_entropy if multi_label else soft_cross_entropy)(logits, targets,
                                                                                     stage.label_smoothing)
+            if teacher is not None:
+                from asczoo.kd_loss import distillation_loss
+
+                losses = distillation_loss(logits, teacher, losses, weight=stage.distill["lambda"],
+                                           tau=stage.distill["tau"])
             loss = losses.sum() * (runtime.world_size / global_sizes[step])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

@@ -57,6 +57,7 @@ _CONFIG_KEYS = {
     "asczoo_format", "asczoo_version", "name", "tag", "recipe", "classes", "num_classes", "input_shape",
     "frontend", "metrics", "normalization", "training", "plugins",
     "task", "activation",  # multi-label models say so (the recipe's task); the activation the logits expect
+    "quantization",  # int8/fp16 models (asczoo.quantize): the structure rebuilt before the weights load
 }
 _REQUIRED_KEYS = ("asczoo_format", "name", "recipe", "classes", "frontend")
 #: part options that would make a part fetch or read weights of its own (timm's, for instance);
@@ -121,8 +122,10 @@ def save_pretrained(
         raise FileNotFoundError(f"save_pretrained: confusion-matrix image {confusion} does not exist")
 
     config = model_config(model, metrics=metrics, report=report, training=training)
+    from asczoo.complexity import stored_state
+
     atomic_save_safetensors(
-        model.state_dict(), directory / WEIGHTS_NAME,
+        stored_state(model), directory / WEIGHTS_NAME,
         metadata={"format": "pt", "asczoo_version": __version__, "asczoo_model": model.name},
     )
     if confusion is not None:
@@ -133,9 +136,21 @@ def save_pretrained(
     card = render_model_card(
         config, report=report, confusion_image=CONFUSION_NAME if confusion is not None else None,
         parameters=model.parameter_counts(), repo_id=repo_id, license=license,
+        complexity=_complexity_summary(model),
     )
     atomic_write_text(directory / CARD_NAME, card)
     return directory
+
+
+def _complexity_summary(model) -> str | None:
+    """The card's complexity lines (:mod:`asczoo.complexity`; one no-grad forward pass on one clip,
+    the model's train/eval mode restored); None for a model the counter cannot run (no section)."""
+    from asczoo.complexity import measure
+
+    try:
+        return measure(model).summary()
+    except (RuntimeError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def model_config(
@@ -159,6 +174,8 @@ def model_config(
     if training is not None:
         config["training"] = dict(training)
     config["plugins"] = _plugin_provenance(config["recipe"])
+    if getattr(model, "quantization", None):  # asczoo.quantize: the structure to rebuild before loading
+        config["quantization"] = dict(model.quantization)
     return _jsonable(config)
 
 
@@ -264,6 +281,10 @@ def load_pretrained(source: str | os.PathLike, *, revision: str | None = None, d
     files = resolve_files(source, revision=revision, **download)
     config = read_config(files.config, label=files.label)
     model = build_from_config(config, label=files.label)
+    if config.get("quantization"):  # int8/fp16 (asczoo.quantize): folded norms and int8 layers first
+        from asczoo.quantize import restore
+
+        restore(model, config["quantization"])
     state = read_weights(files.weights, label=files.label)
     load_state_strict(model, state, label=files.label)
     _check_normalization(model, config, files.label)

@@ -439,6 +439,11 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
         path = run_dir / source / "model" if source in results else Path(source)
         initialise_from(model, path)
         say(f"{stage['name']}: {stage['model']} initialised from {path} through the inflator")
+    if stage.get("distill"):  # knowledge distillation: teacher logits cached beside the feature cache
+        from asczoo import distill
+
+        train_features = distill.attach(stage["distill"], model, train_ds, train_features, runtime=runtime,
+                                        run_dir=run_dir, stages=list(results), cache_dir=cache_dir, say=say)
     counts = model.parameter_counts()
     say(f"{stage['name']}: {stage['model']} ({counts['total'] / 1e6:.2f} M parameters), {stage['epochs']} epochs "
         f"on {stage['unit']}s, batch {stage['batch_size']}, {stage['optimizer']['name']} lr {stage['optimizer']['lr']}")
@@ -454,7 +459,7 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
         optimizer=stage["optimizer"], schedule=stage["schedule"], augment=stage["augment"],
         label_smoothing=stage["label_smoothing"], drop_last=stage["drop_last"], keep=stage["keep"],
         eval_every=stage["eval_every"], eval_at_start=stage["eval_at_start"], eval_batch_size=eval_batch,
-        seed=rec["seed"],
+        seed=rec["seed"], distill=stage.get("distill"),
     )
     previous = [row for r in results.values() for row in r.history]
     summary = fit(model, spec, train=train_features, evaluate=eval_features, runtime=runtime, directory=directory,

@@ -157,6 +157,7 @@ def stage_section(
     keep: Literal["best", "last"] = "best",
     eval_every: int = 1,
     eval_at_start: bool | None = None,
+    distill: dict | None = None,
 ) -> None:
     """One stage: train ``model`` (with ``overrides``) for ``epochs``.
 
@@ -165,7 +166,9 @@ def stage_section(
     clips. ``init_from`` names an earlier stage (its kept model) or a saved model folder /
     ``model.safetensors``. ``keep`` chooses which weights the stage hands on: the epoch with the best
     evaluation accuracy, or the last. ``eval_at_start`` (default: when ``init_from`` is set) evaluates
-    the initialised model before the first step (epoch 0 in the metrics).
+    the initialised model before the first step (epoch 0 in the metrics). ``distill`` trains against
+    teachers too: ``{teachers: [earlier stage or model folder, ...], lambda: 0.5, tau: 2.0}`` (see
+    :mod:`asczoo.distill`).
     """
 
 
@@ -388,6 +391,10 @@ def validate_training_recipe(recipe: Mapping[str, Any], *, where: str, check_par
                                   f"({', '.join(n for n, j in seen.items() if j < i) or 'none'}) nor an existing path")
         if stage["eval_at_start"] is None:
             stage["eval_at_start"] = source is not None
+        from asczoo.distill import check_spec  # local: asczoo.distill imports the engine lazily only
+
+        stage["distill"] = check_spec(stage["distill"], where=swhere,
+                                      earlier=[n for n, j in seen.items() if j < i])
         out["stages"].append(stage)
     if check_parts:
         _check_parts(out, where)

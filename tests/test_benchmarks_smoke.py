@@ -85,3 +85,15 @@ def test_gpu_peak_table():
     assert bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
     assert bf16_peak("NVIDIA H100 PCIe") == 756e12
     assert math.isnan(bf16_peak("Some Future GPU"))
+
+
+def test_low_complexity_benchmark_quick(capsys):
+    """The low-complexity benchmark in its quick mode: counts within the limits, a RESULT line (the
+    timings themselves are not checked: the lead runs the benchmark)."""
+    from benchmarks.low_complexity import main
+
+    result = main(["--quick", "--threads", "1"])
+    assert all(r["ok"] for r in result["limits"].values())
+    values = common.parse_result(capsys.readouterr().out)
+    assert float(values["plain_mmacs"]) <= 30 and float(values["relation_int8_kb"]) <= 128
+    assert 0 <= float(values["resnet3d_int8_accuracy"]) <= 1
