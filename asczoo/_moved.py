@@ -30,6 +30,8 @@ MOVED = {
     "asczoo.arguments": "asczoo.recipes.schema",
     "asczoo.overrides": "asczoo.recipes.overrides",
     "asczoo.crossval": "asczoo.training.crossval",
+    "asczoo.distill": "asczoo.training.distill",
+    "asczoo.kd_loss": "asczoo.training.kd_loss",
 }
 
 

@@ -109,3 +109,15 @@ def test_gpu_benchmark_dry_run_on_cpu(capsys, monkeypatch):
     result = common.parse_result(text)
     assert float(result["stage2_minutes"]) == pytest.approx(out["stage2_minutes"], rel=1e-3)
     assert "evaluation" in text and out["measured"] is False
+
+
+def test_low_complexity_benchmark_quick(capsys):
+    """The low-complexity benchmark in its quick mode: counts within the limits, a RESULT line (the
+    timings themselves are not checked: the lead runs the benchmark)."""
+    from benchmarks.low_complexity import main
+
+    result = main(["--quick", "--threads", "1"])
+    assert all(r["ok"] for r in result["limits"].values())
+    values = common.parse_result(capsys.readouterr().out)
+    assert float(values["plain_mmacs"]) <= 30 and float(values["relation_int8_kb"]) <= 128
+    assert 0 <= float(values["resnet3d_int8_accuracy"]) <= 1

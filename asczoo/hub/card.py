@@ -72,6 +72,7 @@ def render_model_card(
     parameters: Mapping[str, int] | None = None,
     repo_id: str | None = None,
     license: str | None = None,
+    complexity: str | None = None,
 ) -> str:
     """The ``README.md`` text for a model whose ``config.json`` mapping is ``config``.
 
@@ -95,6 +96,8 @@ def render_model_card(
         "statistics needed to rebuild it.\n"
     )
     parts.append(_model_section(config, recipe, parameters))
+    if complexity:  # asczoo.complexity's summary: parameters, bytes, MACs, DCASE limits
+        parts.append("## Complexity\n\n" + complexity.replace("\n", "  \n") + "\n")
     parts.append(_input_section(config))
     parts.append(_training_section(config.get("training")))
     parts.append(_results_section(metrics, classes, report, confusion_image, recipe))

@@ -60,6 +60,7 @@ _CONFIG_KEYS = {
     "asczoo_format", "asczoo_version", "name", "tag", "recipe", "classes", "num_classes", "input_shape",
     "frontend", "metrics", "normalization", "training", "plugins",
     "task", "activation",  # multi-label models say so (the recipe's task); the activation the logits expect
+    "quantization",  # int8/fp16 models (asczoo.quantize): the structure rebuilt before the weights load
 }
 #: recipe keys that config.json stores only at its top level
 STORED_AT_TOP = ("frontend", "classes", "num_classes")
@@ -119,8 +120,10 @@ def save_pretrained(
         raise FileNotFoundError(f"save_pretrained: confusion-matrix image {confusion} does not exist")
 
     config = model_config(model, metrics=metrics, report=report, training=training)
+    from asczoo.complexity import stored_state
+
     atomic_save_safetensors(
-        model.state_dict(), directory / WEIGHTS_NAME,
+        stored_state(model), directory / WEIGHTS_NAME,
         metadata={"format": "pt", "asczoo_version": __version__, "asczoo_model": model.name},
     )
     if confusion is not None:
@@ -131,9 +134,21 @@ def save_pretrained(
     card = render_model_card(
         config, report=report, confusion_image=CONFUSION_NAME if confusion is not None else None,
         parameters=model.parameter_counts(), repo_id=repo_id, license=license,
+        complexity=_complexity_summary(model),
     )
     atomic_write_text(directory / CARD_NAME, card)
     return directory
+
+
+def _complexity_summary(model) -> str | None:
+    """The card's complexity lines (:mod:`asczoo.complexity`; one no-grad forward pass on one clip,
+    the model's train/eval mode restored); None for a model the counter cannot run (no section)."""
+    from asczoo.complexity import measure
+
+    try:
+        return measure(model).summary()
+    except (RuntimeError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def model_config(
@@ -161,6 +176,8 @@ def model_config(
     # The classes and the frontend are stored once, at the top level; files written before this
     # repeated them inside the recipe, and reading takes the top-level ones either way.
     config["recipe"] = {k: v for k, v in recipe.items() if k not in STORED_AT_TOP}
+    if getattr(model, "quantization", None):  # asczoo.quantize: the structure to rebuild before loading
+        config["quantization"] = dict(model.quantization)
     return _jsonable(config)
 
 

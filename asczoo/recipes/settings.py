@@ -9,7 +9,10 @@ Validation (:mod:`asczoo.recipes.training_recipes`) fills them in; the runtime
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Mapping
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from asczoo.recipes.schema import RecipeError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -71,7 +74,9 @@ class StageSettings:
     clips. ``init_from`` names an earlier stage (its kept model) or a saved model folder /
     ``model.safetensors``. ``keep`` chooses which weights the stage hands on: the epoch with the best
     evaluation accuracy, or the last. ``eval_at_start`` (default: when ``init_from`` is set) evaluates
-    the initialised model before the first step (epoch 0 in the metrics).
+    the initialised model before the first step (epoch 0 in the metrics). ``distill`` trains against
+    teachers too: ``{teachers: [earlier stage or model folder, ...], lambda: 0.5, tau: 2.0}`` (see
+    :mod:`asczoo.training.distill`; :func:`check_distill` validates it).
     """
 
     name: str
@@ -90,3 +95,34 @@ class StageSettings:
     keep: Literal["best", "last"] = "best"
     eval_every: int = 1
     eval_at_start: bool | None = None
+    distill: dict | None = None
+
+
+def check_distill(spec: Any, *, where: str, earlier: Sequence[str]) -> dict[str, Any] | None:
+    """Validate a stage's ``distill`` mapping; returns it normalised (``lambda`` 0.5, ``tau`` 2.0)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping):
+        raise RecipeError(f"{where}: key 'distill' must be a mapping {{teachers: [...], lambda: L, tau: T}}, got {spec!r}")
+    unknown = set(spec) - {"teachers", "lambda", "tau", "batch_size"}
+    if unknown:
+        raise RecipeError(f"{where}: key 'distill' has unknown key(s) {', '.join(sorted(map(repr, unknown)))}; "
+                          "expected teachers, lambda, tau, batch_size")
+    teachers = spec.get("teachers")
+    if isinstance(teachers, str):
+        teachers = [teachers]
+    if not isinstance(teachers, list) or not teachers or not all(isinstance(t, str) and t for t in teachers):
+        raise RecipeError(f"{where}: key 'distill.teachers' must list earlier stages or model folders, got {teachers!r}")
+    for teacher in teachers:
+        if teacher not in earlier and not Path(teacher).expanduser().exists() and "/" not in teacher:
+            raise RecipeError(f"{where}: key 'distill.teachers': {teacher!r} is neither an earlier stage "
+                              f"({', '.join(earlier) or 'none'}) nor an existing path")
+    weight, tau = spec.get("lambda", 0.5), spec.get("tau", 2.0)
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0.0 <= weight <= 1.0:
+        raise RecipeError(f"{where}: key 'distill.lambda' must be a number in [0, 1], got {weight!r}")
+    if not isinstance(tau, (int, float)) or isinstance(tau, bool) or tau <= 0:
+        raise RecipeError(f"{where}: key 'distill.tau' must be a positive number, got {tau!r}")
+    batch = spec.get("batch_size", 64)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise RecipeError(f"{where}: key 'distill.batch_size' must be a positive integer, got {batch!r}")
+    return {"teachers": list(teachers), "lambda": float(weight), "tau": float(tau), "batch_size": batch}

@@ -58,7 +58,7 @@ from asczoo.recipes.model_recipes import model_recipe
 from asczoo.recipes.merge import merge
 from asczoo.recipes.overrides import parse_overrides
 from asczoo.recipes.schema import RecipeError, check_arguments
-from asczoo.recipes.settings import DataSettings, EngineSettings, StageSettings
+from asczoo.recipes.settings import DataSettings, EngineSettings, StageSettings, check_distill
 
 RECIPE_KEYS = {"description", "extends", "paper", "notes", "data", "seed", "engine", "stages"}
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -260,6 +260,8 @@ def validate_training_recipe(recipe: Mapping[str, Any], *, where: str, check_par
                                   f"({', '.join(n for n, j in seen.items() if j < i) or 'none'}) nor an existing path")
         if stage["eval_at_start"] is None:
             stage["eval_at_start"] = source is not None
+        stage["distill"] = check_distill(stage["distill"], where=swhere,
+                                         earlier=[n for n, j in seen.items() if j < i])
         out["stages"].append(stage)
     if check_parts:
         _check_parts(out, where)

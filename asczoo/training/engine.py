@@ -38,6 +38,7 @@ from asczoo.training.batches import (  # noqa: F401 - also re-exported: the engi
     stream_stored_dtype,
 )
 from asczoo.training.checkpoint import Checkpointer, rng_state, set_rng_state
+from asczoo.training.kd_loss import distillation_loss
 from asczoo.training.runtime import (  # noqa: F401 - also re-exported
     GlobalBatchNorm, Runtime, autocast, derive_seed, node_cores, seed_everything, setup_runtime, teardown_runtime,
 )
@@ -255,6 +256,8 @@ class StageSpec:
     eval_at_start: bool
     eval_batch_size: int
     seed: int
+    #: knowledge distillation (asczoo.training.distill): the training labels are rows [label, *teacher logits]
+    distill: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, stage: Mapping[str, Any], *, index: int, seed: int, eval_batch_size: int) -> StageSpec:
@@ -465,12 +468,18 @@ class StageLoop:
                    disable=not runtime.progress, leave=False, dynamic_ncols=True)
         seen, shown = 0, -1.0
         for step, (features, labels) in enumerate(self.stream.epoch(epoch)):
+            teacher = None
+            if stage.distill is not None:  # rows [label, *teacher logits] (asczoo.training.distill.WithTeacher)
+                labels, teacher = labels[:, 0].long(), labels[:, 1:]
             targets = labels.float() if self.multi_label else one_hot(labels, num_classes)
             features, targets = self.augment(features, targets)
             with self.sync_bn, autocast(runtime):
                 logits = runner(features)
             losses = (binary_cross_entropy if self.multi_label else soft_cross_entropy)(logits, targets,
                                                                                          stage.label_smoothing)
+            if teacher is not None:
+                losses = distillation_loss(logits, teacher, losses, weight=stage.distill["lambda"],
+                                           tau=stage.distill["tau"])
             loss = losses.sum() * (runtime.world_size / global_sizes[step])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

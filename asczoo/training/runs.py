@@ -460,6 +460,11 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
         path = run_dir / source / "model" if source in results else Path(source)
         initialise_from(model, path)
         say(f"{stage['name']}: {stage['model']} initialised from {path} through the inflator")
+    if stage.get("distill"):  # knowledge distillation: teacher logits cached beside the feature cache
+        from asczoo.training import distill
+
+        train_features = distill.attach(stage["distill"], model, train_ds, train_features, runtime=runtime,
+                                        run_dir=run_dir, stages=list(results), cache_dir=cache_dir, say=say)
     counts = model.parameter_counts()
     say(f"{stage['name']}: {stage['model']} ({counts['total'] / 1e6:.2f} M parameters), {stage['epochs']} epochs "
         f"on {stage['unit']}s, batch {stage['batch_size']}, {stage['optimizer']['name']} lr {stage['optimizer']['lr']}")
