@@ -286,6 +286,19 @@ def quantize_fp16(model: nn.Module) -> nn.Module:
     return q
 
 
+def loaded_state(model: nn.Module, state: dict[str, torch.Tensor], quantization: dict[str, Any] | None,
+                 ) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`asczoo.complexity.stored_state`: an fp16 model's parameters, stored as fp16
+    by design, widened to the float32 of the model they load into (exact: they are fp16 values). Every
+    other tensor is left as stored, so strict loading still refuses any other dtype mismatch."""
+    if (quantization or {}).get("scheme") != "fp16":
+        return state
+    own = model.state_dict()
+    params = {n for n, _ in model.named_parameters()}
+    return {k: (v.to(own[k].dtype) if k in params and k in own and v.dtype == torch.float16
+                and own[k].dtype == torch.float32 else v) for k, v in state.items()}
+
+
 def restore(model: nn.Module, quantization: dict[str, Any]) -> nn.Module:
     """Give a freshly built float ``model`` the structure recorded in ``config.json``'s ``quantization``
     entry (folded batch norms, :class:`QuantizedLayer` in place of the listed layers), before its

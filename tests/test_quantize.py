@@ -57,6 +57,21 @@ def test_int8_round_trip_through_safetensors_and_from_pretrained(tmp_path):
     assert after.parameter_bytes == stored
 
 
+def test_fp16_model_is_stored_as_fp16_and_loads_back_into_float32(tmp_path):
+    """fp16 weights are the saved form of an fp16 model; loading widens them (and only them) exactly."""
+    from asczoo.quantize import quantize_fp16
+
+    model = quantize_fp16(trained_like())
+    folder = model.save_pretrained(tmp_path / "q16")
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        assert f.get_tensor("head.fc.weight").dtype == torch.float16
+    loaded = asczoo.from_pretrained(folder)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.randn(2, *model.input_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
 def test_relation_blocks_are_refused_by_name_unless_kept_in_float():
     model = trained_like("atresn-net-resnet18", relation={"k": 2})
     with pytest.raises(QuantizationError, match=r"relations\.res2_1 \(RelationBlock\).*--keep-float relations"):
