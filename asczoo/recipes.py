@@ -37,7 +37,7 @@ import yaml
 
 from asczoo import plugins
 from asczoo.arguments import RecipeError, check_arguments
-from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_PATTERN
+from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_NAME_PATTERN
 
 SECTIONS = ("backbone", "inflator", "relation", "head", "frontend")
 SECTION_KIND = {
@@ -64,7 +64,7 @@ REQUIRED_SECTIONS = ("backbone", "inflator", "head", "frontend")
 WEIGHT_KEYS = {"repo_id", "revision", "description", "metrics", "license", "default"}
 _MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_PLACEMENT_RE = re.compile(PLACEMENT_PATTERN)
+_PLACEMENT_RE = re.compile(PLACEMENT_NAME_PATTERN)
 ENV_VAR = "ASCZOO_REGISTRY"
 
 
@@ -296,7 +296,7 @@ def _check_relation_host_keys(args: dict[str, Any], where: str) -> dict[str, Any
         raise RecipeError(f"{where}: key 'placement' must be a non-empty list such as [res2_1, res2_2]")
     for item in placement:
         if not isinstance(item, str) or not _PLACEMENT_RE.match(item):
-            raise RecipeError(f"{where}: key 'placement' has {item!r}; expected names like 'res2_1' (stage 2, block 1)")
+            raise RecipeError(f"{where}: key 'placement' has {item!r}; expected names like 'res2_1' (stage 2, block 1) or a backbone's own name such as 'stage3' or 'blocks_4_1' (module names with '_' for '.')")
     if len(set(placement)) != len(placement):
         raise RecipeError(f"{where}: key 'placement' lists a block twice")
     position = args.pop("position", AFTER_BLOCK)

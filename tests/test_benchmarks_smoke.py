@@ -85,3 +85,13 @@ def test_gpu_peak_table():
     assert bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
     assert bf16_peak("NVIDIA H100 PCIe") == 756e12
     assert math.isnan(bf16_peak("Some Future GPU"))
+
+
+def test_models_benchmark_runs_the_timm_backbones_at_test_size(capsys):
+    """The code path only (tiny widths, one repeat's worth): every timm pair is built, stepped and
+    divided by its own plain version."""
+    from benchmarks.models import main
+
+    got = main(["--quick", "--tiny", "--threads", "1", "--only", "*convnext-atto"])
+    assert set(got["train"]) == {"convnext-atto-3d", "atresn-net-convnext-atto"}
+    assert "atresn-net-convnext-atto" in capsys.readouterr().out
