@@ -9,7 +9,8 @@ rebuild the STFT and the mel filter bank. :class:`WaveformModel` puts the resamp
   output channel per FFT bin and part: the DFT written out, exact in real arithmetic), after the
   frontend's centre padding (``reflect`` or ``constant``);
 * the power spectrum, the HTK mel filter bank (torchaudio's, as the frontend builds it), the log
-  with the frontend's ``log_offset``;
+  with the frontend's ``log_offset`` (as ``log(offset) + log1p(mel / offset)``: the ONNX optimiser
+  removes an addition of a constant as small as 1e-8);
 * the segments cut at the frontend's frame offsets (:func:`asczoo.frontend.segment_starts`);
 * the model itself, whose training-set normalisation is inside it.
 
@@ -81,7 +82,10 @@ class LogMelGraph(nn.Module):
         spec = nn.functional.conv1d(three, self.dft, stride=self.hop)  # (B*3, 2 * bins, frames)
         bins = self.dft.shape[0] // 2
         power = spec[:, :bins].square() + spec[:, bins:].square()
-        logmel = torch.log(torch.matmul(self.fbank, power) + self.log_offset)  # (B*3, M, frames)
+        # log(mel + offset) written as log(offset) + log1p(mel / offset): the ONNX optimiser drops the
+        # addition of a constant as small as 1e-8 (silence would become -inf)
+        mel = torch.matmul(self.fbank, power)  # (B*3, M, frames)
+        logmel = torch.log1p(mel * (1.0 / self.log_offset)) + math.log(self.log_offset)
         segments = logmel.index_select(2, self.index).reshape(batch, 3, -1, self.segments, self.segment_frames)
         return segments.permute(0, 3, 1, 2, 4)
 
@@ -130,15 +134,13 @@ def export_onnx_with_frontend(model, path: str | os.PathLike, *, channels: int =
         example = example_waveforms(wrapper, batch=2, seed=0)
         dynamic = ({0: torch.export.Dim("batch", min=1)},)
         try:
-            program = export.torch_export(wrapper, example, opset=opset or export.DEFAULT_OPSET, optimize=optimize,
-                                          dynamic_shapes=dynamic, input_name=INPUT_NAME)
+            program = torch_export(wrapper, example, opset=opset or export.DEFAULT_OPSET, optimize=optimize,
+                                   dynamic_shapes=dynamic)
         except Exception as exc:  # noqa: BLE001
             raise export.ExportError(f"cannot export {model.name} with its frontend to ONNX: "
                                      f"{export._root_cause(exc)}") from exc
         proto = program.model_proto
-        export.add_metadata(proto, model, extra=waveform_metadata(wrapper), input_name=INPUT_NAME,
-                            input_description=f"(batch, {channels}, {wrapper.frontend.samples}) waveform at "
-                                              f"{wrapper.frontend.sample_rate} Hz")
+        add_metadata(proto, model, wrapper)
         from asczoo.atomic import atomic_write
 
         with atomic_write(path, "wb") as f:
@@ -149,6 +151,37 @@ def export_onnx_with_frontend(model, path: str | os.PathLike, *, channels: int =
         return export.ExportResult(path, diff)
     finally:
         model.train(was_training)
+
+
+def torch_export(module: nn.Module, example: torch.Tensor, *, opset: int, optimize: bool, dynamic_shapes=None,
+                 input_name: str = INPUT_NAME):
+    """``torch.onnx.export`` (dynamo) of ``module`` with asczoo's translation table, input ``waveform``."""
+    import warnings
+
+    from asczoo import export
+
+    export._require("onnx", "onnxscript")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=(DeprecationWarning, FutureWarning, UserWarning))
+        return torch.onnx.export(
+            module, (example,), dynamo=True, input_names=[input_name], output_names=[export.OUTPUT_NAME],
+            dynamic_shapes=dynamic_shapes, opset_version=opset, optimize=optimize, verbose=False, report=False,
+            custom_translation_table=export.onnx_translation_table(),
+        )
+
+
+def add_metadata(proto, model, wrapper: WaveformModel) -> None:
+    """The model-only export's metadata (name, classes, frontend) plus ``asczoo.waveform``."""
+    from asczoo import export
+
+    export._add_metadata(proto, model)
+    for key, value in waveform_metadata(wrapper).items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value
+    f = wrapper.frontend
+    proto.doc_string = (f"asczoo {model.name}: {INPUT_NAME} (batch, {f.channels}, {f.samples}) float32 at "
+                        f"{f.sample_rate} Hz (one {f.samples / f.sample_rate:g} s clip) -> {export.OUTPUT_NAME} "
+                        f"(batch, {model.num_classes}); the log-mel frontend and normalisation are in the graph")
 
 
 def example_waveforms(wrapper: WaveformModel, *, batch: int, seed: int) -> torch.Tensor:
