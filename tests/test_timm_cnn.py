@@ -72,6 +72,12 @@ def test_attention_with_fixed_token_count_is_refused_with_the_reason():
         TimmCNN("vit_tiny_patch16_224")
 
 
+@pytest.mark.parametrize("arch", ["mixer_s32_224", "swin_tiny_patch4_window7_224"])
+def test_networks_with_a_fixed_input_size_are_refused_with_the_reason(arch):
+    with pytest.raises(BackboneRefused, match=f"{arch} cannot run on a 128 x 128 map.*fix their input size"):
+        TimmCNN(arch)
+
+
 def test_recipes_cannot_make_timm_load_files():
     with pytest.raises(ValueError, match="checkpoint_path"):
         TimmCNN("convnext_atto", checkpoint_path="/tmp/x.pth")

@@ -42,8 +42,8 @@ _REFUSED_TIMM_KEYS = ("pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_pa
                       "cache_dir", "features_only", "out_indices", "feature_cls")
 _PAPER = re.compile(r"^res([1-9])_([1-9][0-9]*)$")
 _STAGE = re.compile(r"^stage([1-9][0-9]*)$")
-#: probe input for channel counts (large enough for stride 32)
-_PROBE = (64, 64)
+#: probe input for channel counts (large enough for stride 32 and for Inception's 75 x 75 minimum)
+_PROBE = (128, 128)
 
 
 class BackboneRefused(ValueError):
@@ -184,6 +184,12 @@ class TimmCNN(Backbone):
             self.model.eval()
             with torch.no_grad():
                 feats = self.model(torch.zeros(1, in_chans, *_PROBE))
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            raise BackboneRefused(
+                f"timm-cnn: {self.arch} cannot run on a {_PROBE[0]} x {_PROBE[1]} map ({type(exc).__name__}: {exc}); "
+                "networks that fix their input size (token mixing or attention over a fixed token count) "
+                "cannot take spectrogram segments"
+            ) from exc
         finally:
             self.model.train(was_training)
             for h in handles:
