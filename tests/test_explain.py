@@ -87,3 +87,20 @@ def test_model_without_relation_blocks_is_refused(tmp_path, capsys):
     write_audio(tmp_path / "c.wav", torch.zeros(2, 16000), 8000)
     assert main(["explain", str(tmp_path / "plain"), str(tmp_path / "c.wav"), "--out", str(tmp_path / "e.png")]) != 0
     assert "no relation blocks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["tresn-net-resnet18", "atresn-net-convnext-atto"])
+def test_other_aggregators_and_backbones(name):
+    """Max pooling reports each neighbour's share of the channels; a timm backbone works the same way."""
+    from asczoo.explain import explain
+
+    model = tiny_model(name)
+    features = torch.randn(*model.input_shape, generator=torch.Generator().manual_seed(4))
+    result = explain(model, features, top=2)
+    expected = block_knn(model, features)
+    for placement, block in result["blocks"].items():
+        for point in block["points"]:
+            assert [nb["index"] for nb in point["neighbours"]] == expected[placement][point["index"]].tolist()
+            assert sum(nb["weight"] for nb in point["neighbours"]) == pytest.approx(1.0, abs=1e-5)
+    if name.startswith("tresn"):
+        assert all(b["weights"].startswith("max pooling") for b in result["blocks"].values())
