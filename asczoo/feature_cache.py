@@ -319,12 +319,16 @@ class FeatureStore:
         self._index = {f: (shard, row) for f, (_, shard, row) in manifest["files"].items()}
         self._handles: dict[str, Any] = {}
         self._pid = os.getpid()
+        #: return features in the stored dtype (float16 for a float16 cache) instead of float32: the
+        #: training engine's DataLoader sets it, so workers and pinned memory move half the bytes and
+        #: the conversion happens on the device
+        self.keep_dtype = False
 
     def __contains__(self, file: str) -> bool:
         return file in self._index
 
     def features(self, file: str) -> torch.Tensor:
-        """float32 ``(N, 3, F, T)`` of a listed file."""
+        """float32 ``(N, 3, F, T)`` of a listed file (the stored dtype with :attr:`keep_dtype`)."""
         from safetensors import safe_open
 
         if self._pid != os.getpid():  # a DataLoader worker: open the shards again in this process
@@ -337,7 +341,8 @@ class FeatureStore:
         if handle is None:
             handle = safe_open(str(self.config_dir / "shards" / f"{shard}.safetensors"), framework="pt")
             self._handles[shard] = handle
-        return handle.get_slice("features")[row].to(torch.float32)
+        rows = handle.get_slice("features")[row]
+        return rows if self.keep_dtype else rows.to(torch.float32)
 
     def normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
         stats = self.manifest["normalization"]

@@ -243,7 +243,7 @@ def _run_locked(name: str, rec: dict[str, Any], runtime: Any, run_dir: Path, *, 
 
     if rec["data"]["synth"] is not None:
         _synthesize(root, rec["data"]["synth"], runtime, say)
-    runtime.barrier()
+    runtime.wait_for_main()  # synthesis, like extraction, may outlast the process group's timeout
 
     data_cache: dict[str, Any] = {}
     results: dict[str, StageResult] = {}
@@ -329,7 +329,7 @@ def _stage_data(rec: Mapping[str, Any], model: Any, *, runtime: Any, root: Path,
     extracted into the cache once (rank 0), held in memory when they fit."""
     from asczoo import feature_cache
     from asczoo.datasets import create_dataset
-    from asczoo.engine import Features, estimate_bytes, fits_on_device
+    from asczoo.engine import Features, estimate_bytes, fits_on_device, node_cores
 
     key = json.dumps(model.frontend_config, sort_keys=True)
     if key in data_cache:
@@ -341,11 +341,16 @@ def _stage_data(rec: Mapping[str, Any], model: Any, *, runtime: Any, root: Path,
         try:
             feature_cache.load_normalization(cache_dir, model.frontend_config, dataset=spec["dataset"], root=root)
         except (FileNotFoundError, ValueError):
-            say(f"data: extracting features of {spec['dataset']} at {root} into {cache_dir}")
+            # the other ranks of the node wait (without a core each), so extraction takes the node's
+            # cores, not this rank's share of them (runtime.num_workers is that share, for training)
+            workers = max(runtime.num_workers, node_cores() - 1) if runtime.distributed else runtime.num_workers
+            say(f"data: extracting features of {spec['dataset']} at {root} into {cache_dir} ({workers} workers"
+                + ("; run `asczoo extract` before torchrun to do this once, outside the job" if runtime.distributed
+                   else "") + ")")
             feature_cache.extract(spec["dataset"], root, fold=spec["fold"], frontend=model.frontend_config,
-                                  cache_dir=cache_dir, workers=runtime.num_workers, dtype=spec["cache_dtype"],
+                                  cache_dir=cache_dir, workers=workers, dtype=spec["cache_dtype"],
                                   skip_bad=skip_bad, progress=runtime.progress, **options)
-    runtime.barrier()
+    runtime.wait_for_main()  # no timeout it can hit: extraction may take longer than the group's
     made = {split: create_dataset(spec["dataset"], root, split=split, fold=spec["fold"],
                                   frontend=model.frontend_config, cache_dir=cache_dir,
                                   **({"skip_bad": True} if skip_bad else {}), **options)

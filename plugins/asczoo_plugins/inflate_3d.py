@@ -40,7 +40,9 @@ class FoldedLayout(SegmentLayout):
         return x.flatten(0, 1)
 
     def exit(self, y: torch.Tensor) -> torch.Tensor:
-        return y.unflatten(0, (-1, self.segments))
+        # reshape, not Tensor.unflatten: under a torch-function mode (the engine's GlobalBatchNorm) that
+        # Python method calls super().unflatten, which breaks a compiled graph at every call
+        return y.reshape(-1, self.segments, *y.shape[1:])
 
     def from_segments(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(0, 1)
