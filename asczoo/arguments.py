@@ -8,6 +8,7 @@ plugin write a schema, the factory's signature *is* the schema: unknown keys (un
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from typing import Any, Callable, Iterable
@@ -46,8 +47,8 @@ def value_matches(value: Any, tp: Any) -> bool:
         return isinstance(value, bool)
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is float:  # NaN and Inf are never a setting: they silently turn weights into NaN
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if tp is str:
         return isinstance(value, str)
     if tp in (list, tuple):
@@ -113,6 +114,8 @@ def check_arguments(
             )
         tp = hints.get(key, params[key].annotation)
         if not value_matches(value, tp):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise RecipeError(f"{where}: key {key!r} is {value!r}; expected a finite {_type_name(tp)}")
             raise RecipeError(
                 f"{where}: key {key!r} has value {value!r} of type {type(value).__name__}; "
                 f"expected {_type_name(tp)}"

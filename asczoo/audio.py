@@ -3,12 +3,26 @@
 torchaudio 2.11 has no I/O backend of its own, so files go through ``soundfile``, which is imported
 inside the functions: machines that only run models (a GPU box without libsndfile) can import asczoo.
 Waveforms are float32 tensors ``(channels, samples)`` in [-1, 1]. Every failure names the file.
+
+Limits, checked before anything is allocated or decoded (a file's header can claim anything, and a
+128 KB WAV claiming 1 Hz would be resampled to gigabytes):
+
+* only regular files are opened (a FIFO or device named ``x.wav`` would block or never end);
+* the sample rate is between :data:`MIN_SAMPLE_RATE` and :data:`MAX_SAMPLE_RATE` Hz, at most
+  :data:`MAX_CHANNELS` channels and :data:`MAX_SAMPLES` samples (frames x channels, 2 GiB as float32);
+* samples are finite and within +-:data:`MAX_AMPLITUDE` (full scale is 1; float WAVs may exceed it a
+  little, but 60 dB over full scale is a broken file whose log-mel features overflow to NaN).
+
+Each violation is an :class:`AudioError` naming the file, the value and the limit; its ``kind``
+(``not-a-file``, ``limits``, ``non-finite``, ``amplitude``, ``unreadable``) is what ``check-data``
+reports.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -16,10 +30,26 @@ import torch
 
 #: file name endings read as audio
 AUDIO_EXTENSIONS = (".wav", ".flac")
+#: sample rates outside this range are refused (telephone speech is 8 kHz; studio audio at most 384 kHz)
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
+#: more channels than this is not a recording asczoo reads (the frontend takes mono or stereo)
+MAX_CHANNELS = 64
+#: frames x channels a file may hold: 2**29 float32 samples are 2 GiB (about 93 min of 48 kHz stereo)
+MAX_SAMPLES = 2**29
+#: largest absolute sample value accepted (full scale is 1.0; +60 dB over it is a broken file)
+MAX_AMPLITUDE = 1e3
 
 
 class AudioError(ValueError):
-    """An audio file could not be read, or is not what it claims to be; the message names the file."""
+    """An audio file could not be read, or is not what it claims to be; the message names the file.
+
+    ``kind`` says which: ``missing``, ``not-a-file``, ``unreadable``, ``limits`` (a header value beyond
+    the module's limits), ``non-finite`` or ``amplitude`` (sample values).
+    """
+
+    def __init__(self, message: str, kind: str = "unreadable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,16 +107,48 @@ def _wav_declared_frames(path: str, frames: int, channels: int, subtype: str) ->
             f.seek(size + (size & 1), os.SEEK_CUR)
 
 
+def check_header(path: str, sample_rate: int, channels: int, frames: int) -> None:
+    """Raise :class:`AudioError` (kind ``limits``) if a header's values are beyond the module's limits."""
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}: the header's sample rate is {sample_rate} Hz; expected "
+                         f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz", "limits")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{path}: the header declares {channels} channels; expected 1 to {MAX_CHANNELS}", "limits")
+    if frames * channels > MAX_SAMPLES:
+        raise AudioError(f"{path}: {frames} frames x {channels} channels = {frames * channels} samples; "
+                         f"at most {MAX_SAMPLES} are read", "limits")
+
+
+def check_samples(path: str, waveform: torch.Tensor) -> None:
+    """Raise :class:`AudioError` if samples are NaN/Inf (``non-finite``) or beyond :data:`MAX_AMPLITUDE`."""
+    if waveform.numel() == 0:
+        return
+    finite = torch.isfinite(waveform)
+    if not bool(finite.all()):
+        nan, inf = int(torch.isnan(waveform).sum()), int(torch.isinf(waveform).sum())
+        raise AudioError(f"{path}: {nan} NaN and {inf} Inf samples; expected finite samples", "non-finite")
+    peak = float(waveform.abs().max())
+    if peak > MAX_AMPLITUDE:
+        raise AudioError(f"{path}: peak sample value {peak:.3g}; expected at most {MAX_AMPLITUDE:g} in absolute "
+                         "value (full scale is 1)", "amplitude")
+
+
 def audio_info(path: str | os.PathLike) -> AudioInfo:
-    """Header information of an audio file, with truncation detected for WAV files."""
+    """Header information of an audio file, with truncation detected for WAV files.
+
+    Raises :class:`AudioError` for a missing path, a special file, an unreadable header or header
+    values beyond the module's limits.
+    """
     sf = _soundfile()
     path = str(path)
-    if not os.path.exists(path):
-        raise AudioError(f"{path}: file not found")
     try:
-        info = sf.info(path)
+        with open_regular(path) as f:
+            info = sf.info(f)
+    except AudioError:
+        raise
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
         raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from exc
+    check_header(path, int(info.samplerate), int(info.channels), int(info.frames))
     declared = info.frames
     if info.format == "WAV":
         declared = _wav_declared_frames(path, info.frames, info.channels, info.subtype)
@@ -94,22 +156,58 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
                      str(info.format), str(info.subtype))
 
 
-def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+def open_regular(path: str | os.PathLike):
+    """``path`` opened for binary reading, refusing anything but a regular file with :class:`AudioError`.
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO named ``x.wav``
+    (which a plain ``open`` would wait on forever), a device or a directory is never read as audio.
+    Python opens the file, not libsndfile: names that are not valid UTF-8 work like any other.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise AudioError(f"{os.fsdecode(path)}: file not found", "missing") from None
+    except OSError as exc:
+        raise AudioError(f"{os.fsdecode(path)}: cannot open ({exc.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "not a regular file")
+            raise AudioError(f"{os.fsdecode(path)}: is {what}, not a regular audio file", "not-a-file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_audio(path: str | os.PathLike, *, check_values: bool = True) -> tuple[torch.Tensor, int]:
     """A file's samples as float32 ``(channels, samples)`` and its sample rate.
 
-    Raises :class:`AudioError` naming the file if it is missing, unreadable or cannot be decoded to the
-    end (a FLAC stream that loses sync, for instance). A WAV file cut short is read as far as it goes;
+    Raises :class:`AudioError` naming the file if it is missing, not a regular file, unreadable, beyond
+    the module's limits (checked on the header, before the samples are read), or cannot be decoded to
+    the end (a FLAC stream that loses sync, for instance); with ``check_values`` (the default) also if a
+    sample is NaN, Inf or beyond :data:`MAX_AMPLITUDE`. A WAV file cut short is read as far as it goes;
     :func:`audio_info` tells whether that happened.
     """
     sf = _soundfile()
     path = str(path)
-    if not os.path.exists(path):
-        raise AudioError(f"{path}: file not found")
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
+        with open_regular(path) as raw, sf.SoundFile(raw) as f:
+            check_header(path, int(f.samplerate), int(f.channels), int(f.frames))
+            data = f.read(dtype="float32", always_2d=True)
+            rate = int(f.samplerate)
+    except AudioError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from exc
-    return torch.from_numpy(data.T.copy()), int(rate)
+    waveform = torch.from_numpy(data.T.copy())
+    if check_values:
+        check_samples(path, waveform)
+    return waveform, rate
 
 
 def write_audio(path: str | os.PathLike, waveform: torch.Tensor, sample_rate: int, *, subtype: str = "PCM_16",

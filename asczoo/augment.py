@@ -62,8 +62,12 @@ def create_augmentations(specs: Iterable[str | Mapping[str, Any]] | None) -> Com
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Integer labels ``(B,)`` -> float targets ``(B, num_classes)``."""
-    return torch.nn.functional.one_hot(labels.long(), num_classes).to(torch.float32)
+    """Integer labels ``(B,)`` -> float targets ``(B, num_classes)``.
+
+    A scatter, not ``F.one_hot``: that reads the largest label back to check it, which waits for the
+    device at every training step (the datasets check labels when they are read)."""
+    labels = labels.long()
+    return torch.zeros(labels.shape[0], num_classes, device=labels.device).scatter_(1, labels[:, None], 1.0)
 
 
 def check_batch(features: torch.Tensor, targets: torch.Tensor, who: str) -> None:

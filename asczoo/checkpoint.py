@@ -32,6 +32,10 @@ POINTER = "checkpoint.json"
 SUBDIR = "checkpoints"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is there but cannot be resumed from; the message says why and what to do."""
+
+
 # -- RNG states as weights_only-loadable values -----------------------------------------------------------
 
 def rng_state() -> dict[str, Any]:
@@ -80,18 +84,57 @@ class Checkpointer:
         return self.directory / POINTER
 
     def latest(self) -> dict[str, Any] | None:
-        """The pointer's content, or None if no complete checkpoint exists."""
+        """The pointer's content, or None if the stage has no checkpoint yet.
+
+        A pointer that is there but unusable (not JSON, another format, a file outside ``checkpoints/``,
+        a file that is missing) raises :class:`CheckpointError` with the reason: resuming must never
+        silently restart a stage from epoch 0, nor read a file from outside the run.
+        """
+        if not os.path.lexists(self.pointer):
+            return None
+        hint = "move the run directory away, or start a new run with another --out"
         try:
             info = json.loads(self.pointer.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if info.get("format") != FORMAT:
-            return None
-        files = [info["weights"], info["state"]] + ([info["best"]["weights"]] if info.get("best") else [])
-        if not all((self.directory / f).is_file() for f in files):
-            raise RuntimeError(f"{self.pointer} names files that do not exist ({', '.join(files)}); "
-                               "the run directory was modified by hand")
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            raise CheckpointError(f"{self.pointer}: unreadable, not the JSON asczoo writes ({reason}); {hint}") from None
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            found = info.get("format") if isinstance(info, dict) else type(info).__name__
+            raise CheckpointError(f"{self.pointer}: not an asczoo checkpoint of format {FORMAT} "
+                                  f"(format {found!r}); {hint}")
+        if not isinstance(info.get("epoch"), int) or isinstance(info.get("epoch"), bool):
+            raise CheckpointError(f"{self.pointer}: key 'epoch' is {info.get('epoch')!r}; expected an integer; {hint}")
+        best = info.get("best")
+        if best is not None and not isinstance(best, dict):
+            raise CheckpointError(f"{self.pointer}: key 'best' is {best!r}; expected an object or null; {hint}")
+        keys = [("weights", info.get("weights")), ("state", info.get("state"))]
+        if best:
+            keys.append(("best.weights", best.get("weights")))
+        for key, value in keys:
+            self._own_file(key, value, hint)
         return info
+
+    def _own_file(self, key: str, value: Any, hint: str) -> Path:
+        """The checkpoint file the pointer's ``key`` names, if it is a regular file in ``checkpoints/``."""
+        import stat
+
+        where = f"{self.pointer}: key {key!r}"
+        if not isinstance(value, str) or not value.startswith(f"{SUBDIR}/") or "/" in value[len(SUBDIR) + 1:] \
+                or value[len(SUBDIR) + 1:] in ("", ".", ".."):
+            raise CheckpointError(f"{where} is {value!r}; expected a file directly in {SUBDIR}/ "
+                                  f"(a checkpoint never names a file outside its stage); {hint}")
+        path = self.directory / value
+        real, base = path.resolve(), (self.directory / SUBDIR).resolve()
+        if path.is_symlink() or real.parent != base:
+            raise CheckpointError(f"{where}: {value} leads outside {self.directory / SUBDIR}; {hint}")
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise CheckpointError(f"{where} names {value}, which does not exist (the run directory was "
+                                  f"modified by hand); {hint}") from None
+        if not stat.S_ISREG(mode):
+            raise CheckpointError(f"{where}: {value} is not a regular file; {hint}")
+        return path
 
     def save(self, *, epoch: int, model_state: Mapping[str, torch.Tensor], state: Mapping[str, Any],
              best_state: Mapping[str, torch.Tensor] | None = None, best: Mapping[str, Any] | None = None,
@@ -122,17 +165,40 @@ class Checkpointer:
 
     def load(self, info: Mapping[str, Any], *, map_location: Any = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """``(model state, training state)`` of the checkpoint ``info`` (from :meth:`latest`)."""
-        from safetensors.torch import load_file
-
-        weights = load_file(str(self.directory / info["weights"]), device=str(map_location))
-        state = torch.load(self.directory / info["state"], map_location=map_location, weights_only=True)
+        weights = self._weights(info["weights"], device=str(map_location))
+        path = self.directory / info["state"]
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ... from torch.load
+            # torch's own message suggests weights_only=False: never for a file in a run directory
+            kind = type(exc).__name__
+            raise CheckpointError(
+                f"{path}: not a training state asczoo wrote ({kind} under a weights-only load: it holds "
+                "objects other than tensors and plain values, or is damaged); asczoo never unpickles "
+                "arbitrary objects. Move the run directory away, or start a new run with another --out"
+            ) from None
+        if not isinstance(state, dict) or not {"optimizer", "scheduler", "rng", "history", "epoch"} <= set(state):
+            raise CheckpointError(f"{path}: not a training state asczoo wrote (expected a mapping with optimizer, "
+                                  "scheduler, rng, history and epoch); start a new run with another --out")
+        if int(state["epoch"]) != int(info["epoch"]):
+            raise CheckpointError(f"{path}: holds epoch {state['epoch']}, but {self.pointer} says {info['epoch']}; "
+                                  "start a new run with another --out")
         return weights, state
 
     def load_best(self, info: Mapping[str, Any]) -> dict[str, torch.Tensor] | None:
+        best = info.get("best")
+        return self._weights(best["weights"]) if best else None
+
+    def _weights(self, name: str, device: str = "cpu") -> dict[str, torch.Tensor]:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        best = info.get("best")
-        return load_file(str(self.directory / best["weights"])) if best else None
+        path = self.directory / name
+        try:
+            return load_file(str(path), device=device)
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path}: not a valid safetensors file ({exc}); start a new run with "
+                                  "another --out") from None
 
     def clean_temporary(self) -> None:
         """Remove temporary files a killed process left behind (never trusted, only untidy)."""

@@ -2,16 +2,37 @@
 
 Each module there defines ``COMMAND`` (its name), ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``; adding a command means adding one file.
+
+Every failure a user can cause ends in one line on stderr (``asczoo CMD: error: ...``) and exit status
+2, not a traceback, and each warning is one line (``asczoo: warning: ...``); ``ASCZOO_DEBUG=1`` lets
+the exception through with its traceback and shows warnings as Python does.
+
+OpenMP: unless the user set ``OMP_WAIT_POLICY``, this module sets it to ``PASSIVE`` before torch is
+imported (libgomp, which torch's CPU kernels use, reads it once, when the library is loaded). With the
+default policy each OpenMP thread spins for a while after every parallel region; on a machine whose
+cores other programs use, spinning threads steal the time the working threads need (``asczoo train``
+ran the quickstart recipe more than ten times slower). Passive threads sleep instead.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import pkgutil
-import sys
+import os
 
-from asczoo import __version__, commands
+if "OMP_WAIT_POLICY" not in os.environ:  # before anything imports torch; see the module docstring
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+import argparse  # noqa: E402 - after the OpenMP setting on purpose
+import importlib  # noqa: E402
+import pkgutil  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+
+from asczoo import __version__, commands  # noqa: E402
+
+#: environment variable that shows the traceback of an error instead of the one-line message
+DEBUG_VAR = "ASCZOO_DEBUG"
+#: exceptions that are the user's input or environment (bad names, files, recipes, missing packages)
+_USER_ERRORS = (ValueError, KeyError, OSError, RuntimeError, ImportError, MemoryError)
 
 
 def _command_modules():
@@ -39,16 +60,43 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``asczoo`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = os.environ.get(DEBUG_VAR, "").strip().lower() in {"1", "true", "yes", "on"}
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():  # restores the warning display when main returns (tests call it)
+            if not debug:
+                warnings.showwarning = _one_line_warning
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
+        if debug:
+            raise
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, OSError, RuntimeError) as exc:
-        # Expected user errors (bad names, files, recipes) print one clear line, not a traceback.
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"asczoo {args.command}: error: {message}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into one line
+        if debug:
+            raise
+        print(f"asczoo {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a broken plugin, a skipped recipe) as one line, without the source line under it."""
+    print(f"asczoo: warning: {message}", file=file or sys.stderr)
+
+
+def error_line(exc: BaseException) -> str:
+    """The message of ``exc`` for the one-line error: as is for the user's errors, with the exception
+    type and a pointer to ``ASCZOO_DEBUG=1`` for anything else (a bug worth reporting)."""
+    import yaml
+
+    if isinstance(exc, KeyError) and exc.args:
+        message = str(exc.args[0])
+    elif isinstance(exc, MemoryError):
+        message = f"out of memory{': ' + str(exc) if str(exc) else ''}"
+    else:
+        message = str(exc) or type(exc).__name__
+    if isinstance(exc, (*_USER_ERRORS, yaml.YAMLError)):
+        return message
+    return f"{type(exc).__name__}: {message} (an unexpected error; {DEBUG_VAR}=1 shows the traceback)"
 
 
 if __name__ == "__main__":

@@ -11,9 +11,16 @@ missing            error      listed in the metadata or a setup file, but not on
 missing-setup      error      a setup/metadata file the dataset needs does not exist or is empty
 unreadable         error      libsndfile cannot open or decode the file
 truncated          error      the WAV header declares more samples than the file holds
+not-a-file         error      a folder, FIFO, device or socket where an audio file is listed (never opened)
+limits             error      the header's sample rate, channels or length is beyond the limits of
+                              :mod:`asczoo.audio` (checked before anything is allocated)
 non-finite         error      NaN or Inf samples (floating-point files)
+amplitude          error      samples beyond +-``asczoo.audio.MAX_AMPLITUDE`` (full scale is 1)
 unknown-label      error      a label that is not in the class list
-duplicate          error      the same file listed twice in one list
+no-label           error      a row of a training or evaluation list without a label
+label-conflict     error      a fold list's label differs from the file's label in meta.csv
+outside-root       error      a listed path that leaves the dataset root (absolute, ``..``)
+duplicate          error      the same file listed twice in one list (``./a.wav`` and ``a.wav`` are one)
 channels           error/warn more than two channels (error) or mono (warning: duplicated)
 sample-rate        warning    not the frontend's rate (resampled)
 too-short          error/warn no samples at all (error) or shorter than 90 % of a clip (padded)
@@ -36,7 +43,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from asczoo.audio import AudioError, audio_info, read_audio
+from asczoo.audio import MAX_AMPLITUDE, AudioError, audio_info, read_audio
 
 ERROR, WARNING = "error", "warning"
 
@@ -178,17 +185,16 @@ def check_audio(
     try:
         info = audio_info(path)
     except AudioError as exc:
-        kind = "missing" if "not found" in str(exc) else "unreadable"
-        return [Problem(shown, kind, _strip_path(str(exc), path))], None, None
+        return [Problem(shown, exc.kind, _strip_path(str(exc), path))], None, None
     if info.truncated:
         problems.append(Problem(shown, "truncated",
                                 f"the header declares {info.declared_frames} frames "
                                 f"({info.declared_frames / info.sample_rate:.2f} s) but the file holds "
                                 f"{info.frames} ({info.seconds:.2f} s)"))
     try:
-        waveform, rate = read_audio(path)
+        waveform, rate = read_audio(path, check_values=False)  # the values are reported below
     except AudioError as exc:
-        return [*problems, Problem(shown, "unreadable", _strip_path(str(exc), path))], None, None
+        return [*problems, Problem(shown, exc.kind, _strip_path(str(exc), path))], None, None
     n_channels, n_samples = waveform.shape
     if n_channels > 2:
         problems.append(Problem(shown, "channels", f"{n_channels} channels; expected {channels} (stereo)"))
@@ -212,7 +218,10 @@ def check_audio(
         problems.append(Problem(shown, "non-finite", f"{nan} NaN and {inf} Inf samples; expected finite samples"))
     elif n_samples:
         peak = float(waveform.abs().max())
-        if peak <= 10 ** (SILENCE_DBFS / 20):
+        if peak > MAX_AMPLITUDE:
+            problems.append(Problem(shown, "amplitude", f"peak sample value {peak:.3g}; expected at most "
+                                                        f"{MAX_AMPLITUDE:g} in absolute value (full scale is 1)"))
+        elif peak <= 10 ** (SILENCE_DBFS / 20):
             level = "-inf" if peak == 0 else f"{20 * math.log10(peak):.1f}"
             problems.append(Problem(shown, "silence", f"peak level {level} dBFS (below {SILENCE_DBFS:g} dBFS)",
                                     WARNING))

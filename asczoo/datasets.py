@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 import random
 import re
 from collections import Counter, defaultdict
@@ -137,23 +138,36 @@ class ClipDataset(Dataset):
         skip_bad: bool = False,
         source: str = "",
         identity: Mapping[str, Any] | None = None,
+        problems: Sequence[Problem] = (),
     ) -> None:
         """``listing``: ``(file, label or None, identifier)`` as read; ``source``: the list's name for
         messages; ``identity``: what, besides name and root, determines the file lists (fold, options),
-        recorded in the cache manifest so a cache can be matched to this dataset."""
+        recorded in the cache manifest so a cache can be matched to this dataset; ``problems``: what
+        the plugin found wrong with listed files (a fold label contradicting the metadata, ...): those
+        of listed files count like the listing checks' own (refused, or left out with ``skip_bad``)."""
         self.name = name
         self.root = Path(root).resolve()
         self.split = split
         self.classes = list(classes)
+        unsafe = [c for c in self.classes if not isinstance(c, str) or not c or any(ch in c for ch in "\t\n\r")]
+        if unsafe:  # they would split rows of the submission and scores files, and lines of the model card
+            raise DataError(f"dataset {name!r}: class name(s) {', '.join(map(repr, unsafe))} hold a tab or line break "
+                            "or are empty; rename them",
+                            [Problem(repr(c), "unknown-label", "class name with a tab or line break") for c in unsafe])
         self.frontend = resolve_frontend(frontend)
         self.skip_bad = bool(skip_bad)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.identity = {"dataset": name, "root": str(self.root), **dict(identity or {})}
         where = f"dataset {name!r} ({split}) at {self.root}"
-        keep, problems = check_listing(
+        keep, found = check_listing(
             [(f, lab) for f, lab, _ in listing], self.classes, lambda f: (self.root / f).is_file(),
             source=source or "the file list",
         )
+        here = {f for f, _, _ in listing}
+        theirs = [p for p in problems if p.path in here]
+        refused = {p.path for p in theirs if p.severity == "error"}
+        keep = [i for i in keep if listing[i][0] not in refused]
+        problems = theirs + found
         if not self.skip_bad:
             raise_if_errors(problems, where, "Fix them, or pass skip_bad=True (--skip-bad) to leave them out.")
         self.skipped: list[Problem] = list(problems)
@@ -233,6 +247,10 @@ class ClipDataset(Dataset):
 
 # -- tables and setup files ------------------------------------------------------------------------------
 
+#: a metadata or setup table larger than this is refused unread
+MAX_TABLE_BYTES = 256 * 2**20
+
+
 def read_table(path: str | os.PathLike) -> tuple[list[str] | None, list[list[str]]]:
     """A tab- or comma-separated text file: ``(header or None, rows)``.
 
@@ -241,6 +259,10 @@ def read_table(path: str | os.PathLike) -> tuple[list[str] | None, list[list[str
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_TABLE_BYTES:  # a listing of a million clips is about 60 MB
+            raise DataError(f"{path}: {size} bytes; a metadata or setup table is at most {MAX_TABLE_BYTES}",
+                            [Problem(str(path), "missing-setup", f"{size} bytes, more than {MAX_TABLE_BYTES}")])
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found",
@@ -284,14 +306,41 @@ def read_labelled_table(path: str | os.PathLike) -> list[tuple[str, str | None, 
         raise DataError(f"{path}: no file column; expected one of {', '.join(FILE_COLUMNS)} in the header {header}",
                         [Problem(str(path), "missing-setup", f"no file column in the header {header}")])
     out = []
+    outside: list[Problem] = []
     for number, row in enumerate(rows, start=2 if header else 1):
         if fcol >= len(row) or not row[fcol]:
             raise DataError(f"{path}, line {number}: no file name in {row}",
                             [Problem(str(path), "missing-setup", f"line {number}: no file name")])
         label = row[lcol] if lcol is not None and lcol < len(row) and row[lcol] else None
         group = row[gcol] if gcol is not None and gcol < len(row) and row[gcol] else None
-        out.append((row[fcol], label, group))
+        file = normalise_listed(row[fcol])
+        if file is None:
+            outside.append(Problem(row[fcol], "outside-root",
+                                   f"{path}, line {number}: the path leaves the dataset root (absolute, or '..' "
+                                   "above it); expected a path relative to the root"))
+            continue
+        out.append((file, label, group))
+    if outside:
+        raise_if_errors(outside, f"{path}", "Every listed file must lie inside the dataset root.")
     return out
+
+
+def normalise_listed(file: str) -> str | None:
+    """A listed path in one spelling (``./audio/x.wav`` and ``audio//x.wav`` are ``audio/x.wav``), or None
+    when it would leave the dataset root: absolute (``/etc/passwd``, ``/proc/self/environ``) or climbing
+    above it with ``..``.
+
+    The check is on the text: a symbolic link inside the root (an ``audio`` folder linked to a data disk)
+    is the owner's choice and is followed.
+    """
+    if not file or "\x00" in file:
+        return None
+    if file.startswith("/"):
+        return None
+    clean = posixpath.normpath(file)
+    if clean in (".", "..") or clean.startswith("../"):
+        return None
+    return clean
 
 
 def read_setup_file(path: str | os.PathLike) -> list[tuple[str, str | None]]:

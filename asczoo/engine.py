@@ -67,6 +67,8 @@ class Runtime:
     data_on_device: bool | str = "auto"
     progress: bool = True
     owns_group: bool = False
+    #: a gloo group with a long timeout for :meth:`wait_for_main` (None in one process)
+    wait_group: Any = None
 
     @property
     def distributed(self) -> bool:
@@ -83,6 +85,16 @@ class Runtime:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    def wait_for_main(self) -> None:
+        """Wait until rank 0 gets here, however long it takes (it may be extracting a feature cache).
+
+        The default group's barrier is subject to its timeout (NCCL's watchdog ends the job after 30
+        minutes), and a first feature extraction of a large dataset can take longer. This barrier runs
+        in a gloo group made for it with a timeout of :data:`WAIT_FOR_MAIN_TIMEOUT`, and waiting ranks
+        block in a socket read (no spinning core)."""
+        if self.distributed:
+            dist.barrier(group=self.wait_group)
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over ranks (in place, and returned); a no-op in one process."""
@@ -107,6 +119,18 @@ class Runtime:
         if self.distributed:
             parts.append(f"DDP {self.world_size} processes" + (", synced batch norm" if self.sync_batchnorm else ""))
         return ", ".join(parts)
+
+
+#: how long :meth:`Runtime.wait_for_main` waits (a first extraction of a large dataset on a slow disk)
+WAIT_FOR_MAIN_TIMEOUT = datetime.timedelta(days=2)
+
+
+def node_cores() -> int:
+    """CPU cores this process may use (its affinity, e.g. a SLURM allocation, else the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def setup_runtime(engine: Mapping[str, Any]) -> Runtime:
@@ -134,8 +158,11 @@ def setup_runtime(engine: Mapping[str, Any]) -> Runtime:
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30), **kwargs)
         owns_group = True
+    wait_group = None
     if dist.is_initialized():
         world_size, rank = dist.get_world_size(), dist.get_rank()
+        if world_size > 1:  # every rank creates it, in the same order: a collective call
+            wait_group = dist.new_group(backend="gloo", timeout=WAIT_FOR_MAIN_TIMEOUT)
     precision = engine.get("precision", "auto")
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -167,7 +194,7 @@ def setup_runtime(engine: Mapping[str, Any]) -> Runtime:
         channels_last=bool(channels_last), compile=engine.get("compile", False),
         sync_batchnorm=bool(engine.get("sync_batchnorm", False)), num_workers=int(workers),
         data_on_device=engine.get("data_on_device", "auto"), progress=bool(progress) and rank == 0,
-        owns_group=owns_group,
+        owns_group=owns_group, wait_group=wait_group,
     )
 
 
@@ -223,7 +250,8 @@ def _global_batch_norm(input, running_mean, running_var, weight=None, bias=None,
     shape = [1, -1] + [1] * (x.dim() - 2)
     compute = torch.promote_types(x.dtype, torch.float32)
     xf = x.to(compute)
-    local = torch.cat([xf.sum(dims), xf.new_tensor([x.numel() / x.shape[1]])])
+    # the count as a device tensor made from a number (no host tensor; a symbolic size when compiled)
+    local = torch.cat([xf.sum(dims), xf.new_full((1,), x.numel() // x.shape[1])])
     total = all_reduce(local)
     count = total[-1]
     mean = total[:-1] / count
@@ -237,9 +265,10 @@ def _global_batch_norm(input, running_mean, running_var, weight=None, bias=None,
     if running_mean is not None and running_var is not None:
         with torch.no_grad():
             m = 0.0 if momentum is None else float(momentum)
-            n = float(count.item())
+            # the unbiased factor n / (n - 1) on the device: reading the count with .item() waited for
+            # the device at every batch norm and broke a compiled graph at each one
+            unbiased = var.detach() * (count / (count - 1.0).clamp(min=1.0))
             running_mean.mul_(1 - m).add_(mean.detach().to(running_mean.dtype), alpha=m)
-            unbiased = var.detach() * (n / max(n - 1.0, 1.0))
             running_var.mul_(1 - m).add_(unbiased.to(running_var.dtype), alpha=m)
     return out.to(x.dtype)
 
@@ -323,9 +352,24 @@ class Features:
         return 0 if self.tensor is None else self.tensor.numel() * self.tensor.element_size()
 
 
-def estimate_bytes(dataset: Dataset, *, half: bool = True) -> int:
+def estimate_bytes(dataset: Dataset, *, half: bool | None = None) -> int:
+    """Bytes of all of ``dataset``'s features held in memory: float16 when its feature cache stores
+    float16 (``half=None``: ask the cache), else float32."""
     features, _ = dataset[0]
+    if half is None:
+        store = getattr(dataset, "_store", None)
+        half = getattr(store, "dtype", "float32") == "float16"
     return len(dataset) * features.numel() * (2 if half else 4)
+
+
+def stream_stored_dtype(dataset: Dataset) -> Dataset:
+    """Have a cache-backed dataset return features in the stored dtype (float16 for a float16 cache)
+    when a DataLoader streams it: its workers and pinned buffers then move half the bytes, and the
+    batch becomes float32 on the device (:class:`BatchStream`, :func:`evaluate_features`)."""
+    store = getattr(dataset, "_store", None)
+    if store is not None and hasattr(store, "keep_dtype"):
+        store.keep_dtype = True
+    return dataset
 
 
 def fits_on_device(total_bytes: int, device: torch.device) -> bool:
@@ -378,6 +422,7 @@ class BatchStream:
                                     shuffle=shuffle)
         self._loader: DataLoader | None = None
         if not source.in_memory:
+            stream_stored_dtype(source.dataset)
             samples = SegmentSamples(source.dataset, segments) if unit == "segment" else source.dataset
             workers = runtime.num_workers
             self._loader = DataLoader(
@@ -397,8 +442,15 @@ class BatchStream:
                 yield (features.to(device, non_blocking=True).float(), labels.to(device, non_blocking=True))
             return
         data, labels = self.source.tensor, self.source.labels
-        for indices in self.sampler:
-            index = torch.as_tensor(indices, device=device)
+        # this rank's indices of the whole epoch go to the device in one copy; each step slices them there
+        # (an index tensor built from a Python list every step is a host-to-device copy that waits for
+        # the device queue)
+        world, rank = self.runtime.world_size, self.runtime.rank
+        parts = [torch.tensor_split(batch, world)[rank] for batch in self.sampler.global_batches()]
+        if not parts:
+            return
+        order = torch.cat(parts).to(device, non_blocking=False)
+        for index in torch.split(order, [len(part) for part in parts]):
             if self.unit == "segment":
                 clips, segs = index // self.segments, index % self.segments
                 yield data[clips, segs].unsqueeze(1).float(), labels[clips]
@@ -498,12 +550,11 @@ def evaluate_features(model: nn.Module, source: Features, *, runtime: Runtime, b
     offset = 0
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=runtime.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
-    if source.in_memory:
-        batches = ((source.tensor[torch.as_tensor(chunk, device=runtime.device)].float(),
-                    source.labels[torch.as_tensor(chunk, device=runtime.device)])
-                   for chunk in _chunks(indices, batch_size))
+    if source.in_memory:  # the indices go to the device once, then are sliced there
+        on_device = torch.arange(runtime.rank, len(source), runtime.world_size, device=runtime.device)
+        batches = ((source.tensor[chunk].float(), source.labels[chunk]) for chunk in torch.split(on_device, batch_size))
     else:
-        subset = torch.utils.data.Subset(source.dataset, indices)
+        subset = torch.utils.data.Subset(stream_stored_dtype(source.dataset), indices)
         loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=runtime.num_workers,
                             pin_memory=runtime.device.type == "cuda", generator=_own_generator())
         batches = ((x.to(runtime.device, non_blocking=True).float(), y.to(runtime.device)) for x, y in loader)
@@ -588,11 +639,6 @@ def summarize_confusion(confusion: torch.Tensor, *, loss_sum: float | None = Non
     return result
 
 
-def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
 # -- the stage loop -----------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -614,6 +660,8 @@ class StageSpec:
     eval_at_start: bool
     eval_batch_size: int
     seed: int
+    #: knowledge distillation (asczoo.distill): the training labels are rows [label, *teacher logits]
+    distill: dict[str, Any] | None = None
 
 
 class MetricsLog:
@@ -733,12 +781,16 @@ def fit(
         log(f"{stage.name}: resuming after epoch {state['epoch']} of {stage.epochs}")
 
     runner: nn.Module = module
-    if runtime.distributed:
-        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        runner = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=not runtime.sync_batchnorm)
     if runtime.compile:
+        # the model is compiled, then wrapped by DDP: compiling the DDP wrapper traces DDP's own Python
+        # (its logger, record_function, _inside_ddp_forward), which dynamo breaks at; the model graph
+        # itself, GlobalBatchNorm's all-reduces included, compiles whole
         mode = None if runtime.compile is True else runtime.compile
         runner = torch.compile(runner, mode=mode)
+    if runtime.distributed:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        runner = nn.parallel.DistributedDataParallel(runner, device_ids=device_ids,
+                                                     broadcast_buffers=not runtime.sync_batchnorm)
     sync_bn = GlobalBatchNorm() if runtime.distributed and runtime.sync_batchnorm else contextlib.nullcontext()
 
     segments = module.input_shape[0]
@@ -781,12 +833,20 @@ def fit(
                    disable=not runtime.progress, leave=False, dynamic_ncols=True)
         seen, shown = 0, -1.0
         for step, (features, labels) in enumerate(stream.epoch(epoch)):
+            teacher = None
+            if stage.distill is not None:  # rows [label, *teacher logits] (asczoo.distill.WithTeacher)
+                labels, teacher = labels[:, 0].long(), labels[:, 1:]
             targets = labels.float() if multi_label else one_hot(labels, num_classes)
             features, targets = augment(features, targets)
             with sync_bn, autocast(runtime):
                 logits = runner(features)
             losses = (binary_cross_entropy if multi_label else soft_cross_entropy)(logits, targets,
                                                                                     stage.label_smoothing)
+            if teacher is not None:
+                from asczoo.kd_loss import distillation_loss
+
+                losses = distillation_loss(logits, teacher, losses, weight=stage.distill["lambda"],
+                                           tau=stage.distill["tau"])
             loss = losses.sum() * (runtime.world_size / global_sizes[step])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -797,8 +857,9 @@ def fit(
                     correct = (targets.gather(-1, logits.argmax(-1, keepdim=True)) > 0.5).sum()
                 else:
                     correct = (logits.argmax(-1) == targets.argmax(-1)).sum()
-                totals += torch.stack([losses.detach().sum().double(), correct.double(),
-                                       torch.tensor(float(len(labels)), dtype=torch.float64, device=runtime.device)])
+                # device-side sums, the count as a plain number: no host tensor, no wait for the device
+                totals[:2] += torch.stack([losses.detach().sum().double(), correct.double()])
+                totals[2] += len(labels)
             seen += global_sizes[step]
             if runtime.progress:
                 bar.update(1)

@@ -110,9 +110,9 @@ def resolve_model(model_or_dir: Any, *, stage: str | None = None) -> tuple[Any, 
     path = Path(model_or_dir)
     defaults: dict[str, Any] = {}
     if (path / "recipe.yaml").is_file():  # a run directory
-        import yaml
+        from asczoo import safe_yaml
 
-        run = yaml.safe_load((path / "recipe.yaml").read_text(encoding="utf-8")) or {}
+        run = safe_yaml.safe_load((path / "recipe.yaml").read_text(encoding="utf-8")) or {}
         data = (run.get("recipe") or {}).get("data") or {}
         defaults = {"dataset": data.get("dataset"), "fold": data.get("fold"), "root": run.get("data_root"),
                     "cache": run.get("cache_dir"), "options": data.get("options") or {}}

@@ -5,8 +5,9 @@ training-set normalisation inside. The frontend (resampling, STFT, mel filter ba
 its configuration, the class names and the input shape are stored in the ONNX metadata
 (``asczoo.frontend``, ``asczoo.classes``, ``asczoo.input_shape``) so that a runtime can rebuild it.
 
-Export uses PyTorch's ``torch.export``-based exporter (``dynamo=True``) with a dynamic batch axis by
-default, then checks the file with onnxruntime against PyTorch. When export fails, each relation
+Export captures the model with ``torch.export`` (a dynamic batch axis by default, no fallback that could
+turn it into the traced size), converts it with PyTorch's ONNX exporter, checks the graph with
+onnxruntime against PyTorch at batches 1, 2, 3 and 7, and only then writes the file (atomically). When export fails, each relation
 block, the backbone and the head are exported on their own to find the part that cannot be
 exported, and the error names it.
 """
@@ -43,6 +44,10 @@ class ExportResult:
     max_abs_diff: float | None
 
 
+#: batch sizes a dynamic-batch export is checked at: 1, the traced 2, an odd 3 and a 7 past both
+VERIFY_BATCHES = (1, 2, 3, 7)
+
+
 def export_onnx(
     model,
     path: str | os.PathLike,
@@ -53,14 +58,19 @@ def export_onnx(
     verify: bool = True,
     atol: float = 1e-4,
 ) -> ExportResult:
-    """Export ``model`` to an ONNX file at ``path`` (written atomically).
+    """Export ``model`` to an ONNX file at ``path``, written only once it is complete and verified.
 
     Args:
         opset: ONNX opset version.
-        dynamic_batch: make the batch axis dynamic (otherwise the file takes batches of 2).
+        dynamic_batch: make the batch axis dynamic (otherwise the file takes batches of 2). The graph
+            is captured by ``torch.export`` with the batch as a symbolic size and no fallback, so an
+            export that would hold for the traced batch only (a size computed from the batch and
+            baked in) fails here with :class:`ExportError`, verified or not.
         optimize: run the ONNX graph optimiser (constant folding, fusion) after export.
-        verify: run the file with onnxruntime on random features and require every logit within
-            ``atol`` of PyTorch's (skipped, with a warning, if onnxruntime is not installed).
+        verify: run the graph with onnxruntime on random features at every batch of
+            :data:`VERIFY_BATCHES` (dynamic batch; 2 otherwise) and require every logit within ``atol``
+            of PyTorch's (scaled by the largest logit magnitude when that exceeds 1) (skipped, with a warning, if onnxruntime is not installed). A graph that fails
+            is not written: ``path`` is left as it was.
     """
     _require("onnx", "onnxscript")
     path = Path(path)
@@ -72,45 +82,64 @@ def export_onnx(
         try:
             program = _torch_export(model, example, opset=opset, optimize=optimize, dynamic_shapes=dynamic_shapes)
         except Exception as exc:  # noqa: BLE001 - any exporter failure: find the part responsible
-            raise ExportError(_explain_failure(model, example, exc, opset=opset)) from exc
+            raise ExportError(_explain_failure(model, example, exc, opset=opset,
+                                               dynamic_batch=dynamic_batch)) from exc
         proto = program.model_proto
         _add_metadata(proto, model)
-        from asczoo.atomic import atomic_write
-
-        with atomic_write(path, "wb") as f:
-            f.write(proto.SerializeToString())
+        data = proto.SerializeToString()
         diff = None
         if verify:
             if importlib.util.find_spec("onnxruntime") is None:
                 warnings.warn("onnxruntime is not installed; the exported file was not verified", RuntimeWarning,
                               stacklevel=2)
             else:
-                diff = verify_onnx(model, path, batch=3 if dynamic_batch else 2, atol=atol)
+                diff = verify_onnx(model, data, batches=VERIFY_BATCHES if dynamic_batch else (2,), atol=atol,
+                                   name=path)
+        from asczoo.atomic import atomic_write
+
+        with atomic_write(path, "wb") as f:
+            f.write(data)
         return ExportResult(path, diff)
     finally:
         model.train(was_training)
 
 
-def verify_onnx(model, path: str | os.PathLike, *, batch: int = 3, atol: float = 1e-4, seed: int = 1) -> float:
-    """Run the ONNX file with onnxruntime (CPU) on random features; return the largest logit
-    difference to PyTorch, raising :class:`ExportError` if it exceeds ``atol``."""
+def verify_onnx(model, source: str | os.PathLike | bytes, *, batches: tuple[int, ...] = VERIFY_BATCHES,
+                atol: float = 1e-4, seed: int = 1, name: str | os.PathLike | None = None) -> float:
+    """Run an ONNX file (path, or its bytes) with onnxruntime (CPU) on random features at each of
+    ``batches``; return the largest logit difference to PyTorch, raising :class:`ExportError` (naming
+    the batch) if onnxruntime fails or a difference exceeds ``atol`` times the largest logit
+    magnitude (at least 1)."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    features = _features(model, batch=batch, seed=seed)
-    with torch.no_grad():
-        expected = model(features).float().cpu()
-    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: features.cpu().numpy()})
-    got = torch.from_numpy(got)
-    if got.shape != expected.shape:
-        raise ExportError(f"{path}: onnxruntime returned logits of shape {tuple(got.shape)}, PyTorch {tuple(expected.shape)}")
-    diff = float((got - expected).abs().max())
-    if not diff <= atol:
-        raise ExportError(
-            f"{path}: onnxruntime and PyTorch logits differ by up to {diff:.3g} (allowed {atol:g}) for "
-            f"{model.name}"
-        )
-    return diff
+    label = name if name is not None else ("the exported graph" if isinstance(source, bytes) else source)
+    session = onnxruntime.InferenceSession(source if isinstance(source, bytes) else str(source),
+                                           providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in batches:
+        features = _features(model, batch=batch, seed=seed + batch)
+        with torch.no_grad():
+            expected = model(features).float().cpu()
+        try:
+            (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: features.cpu().numpy()})
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"{label}: verification failed at batch {batch}: onnxruntime cannot run the "
+                              f"exported {model.name} ({first}); nothing was written") from exc
+        got = torch.from_numpy(got)
+        if got.shape != expected.shape:
+            raise ExportError(f"{label}: verification failed at batch {batch}: onnxruntime returned logits of "
+                              f"shape {tuple(got.shape)}, PyTorch {tuple(expected.shape)}; nothing was written")
+        diff = float((got - expected).abs().max())
+        # atol is for logits of order 1; larger logits carry proportionally larger float32 rounding
+        allowed = atol * max(1.0, float(expected.abs().max()))
+        if not diff <= allowed:
+            raise ExportError(
+                f"{label}: verification failed at batch {batch}: onnxruntime and PyTorch logits differ by up to "
+                f"{diff:.3g} (allowed {allowed:.3g}) for {model.name}; nothing was written"
+            )
+        worst = max(worst, diff)
+    return worst
 
 
 def _features(model, *, batch: int, seed: int) -> torch.Tensor:
@@ -120,12 +149,20 @@ def _features(model, *, batch: int, seed: int) -> torch.Tensor:
     return torch.randn(batch, *model.input_shape, generator=generator).to(device)
 
 
-def _torch_export(module, example: torch.Tensor, *, opset: int, optimize: bool, dynamic_shapes=None):
+def _torch_export(module, example: torch.Tensor, *, opset: int, optimize: bool, dynamic_shapes=None,
+                  input_name: str = INPUT_NAME):
+    """``torch.export`` (non-strict, no fallback), then the ONNX exporter on that program.
+
+    ``torch.onnx.export`` given a module falls back, when capture fails, to strategies that may turn a
+    dynamic axis into the traced size without a word (``draft_export``); capturing first means a
+    batch axis that cannot stay dynamic is an error here instead of a file that only takes batch 2.
+    """
     with warnings.catch_warnings():
         # the exporter's own deprecation and tracing notices are not actionable for asczoo users
         warnings.simplefilter("ignore", category=(DeprecationWarning, FutureWarning, UserWarning))
+        captured = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
         return torch.onnx.export(
-            module, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            captured, (example,), dynamo=True, input_names=[input_name], output_names=[OUTPUT_NAME],
             dynamic_shapes=dynamic_shapes, opset_version=opset, optimize=optimize, verbose=False,
             report=False, custom_translation_table=onnx_translation_table(),
         )
@@ -157,7 +194,8 @@ def _require(*modules: str) -> None:
 # -- finding the part that cannot be exported ----------------------------------------------------------
 
 
-def _explain_failure(model, example: torch.Tensor, error: BaseException, *, opset: int) -> str:
+def _explain_failure(model, example: torch.Tensor, error: BaseException, *, opset: int,
+                     dynamic_batch: bool = False) -> str:
     recipe = model.recipe
     relation_plugin = (recipe.get("relation") or {}).get("plugin")
     backbone = (recipe.get("backbone") or {}).get("plugin")
@@ -187,10 +225,24 @@ def _explain_failure(model, example: torch.Tensor, error: BaseException, *, opse
             _torch_export(module, *inputs[i], opset=opset, optimize=False)
         except Exception as exc:  # noqa: BLE001
             return f"cannot export {model.name} to ONNX: its {label} cannot be exported: {_root_cause(exc)}"
+    if dynamic_batch and _is_batch_specialisation(error):
+        return (f"cannot export {model.name} to ONNX with a dynamic batch axis: the model computes a fixed "
+                f"size from the batch size ({_root_cause(error)}); export with --static-batch")
     return (
         f"cannot export {model.name} to ONNX (its relation blocks, backbone and head export on their own, "
         f"so the failure is in how they are combined): {_root_cause(error)}"
     )
+
+
+def _is_batch_specialisation(error: BaseException) -> bool:
+    """Whether ``torch.export`` failed because the symbolic batch size had to become a constant."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if "Constraints violated" in str(error) or type(error).__name__ == "ConstraintViolationError":
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _root_cause(exc: BaseException) -> str:

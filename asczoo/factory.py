@@ -172,7 +172,11 @@ def _read_state(source: nn.Module | str | os.PathLike) -> dict[str, torch.Tensor
         raise FileNotFoundError(f"init_from: no such file {path}")
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    from asczoo.hub import refuse_non_finite
+
+    state = load_file(str(path))
+    refuse_non_finite(state, f"init_from: {path}")  # NaN in, NaN weights out, rc 0
+    return state
 
 
 def initialise_from(model: AscModel, source: nn.Module | str | os.PathLike) -> None:

@@ -143,7 +143,11 @@ def _compute(job: tuple[str, str], *, frontend: Frontend, dtype: str) -> tuple[l
     )
     if waveform is None or any(p.severity == ERROR for p in problems):
         return problems, None
-    return problems, frontend(waveform, rate).to(DTYPES[dtype])
+    features = frontend(waveform, rate).to(DTYPES[dtype])
+    if not bool(torch.isfinite(features).all()):  # e.g. loud float audio overflowing float16 features
+        return [*problems, Problem(file, "non-finite", f"its {dtype} features hold NaN or Inf values "
+                                                       "(samples too loud for the frontend?)")], None
+    return problems, features
 
 
 def extract(
@@ -252,6 +256,9 @@ def extract(
     if not train_files:
         raise DataError(f"{where}: the training split has no usable files, so no normalisation statistics")
     mean, std, count = _statistics(shard_dir, [entries[f] for f in train_files])
+    if not bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        raise DataError(f"{where}: the normalisation statistics of the training split are not finite "
+                        "(features too large for float64 sums); nothing was marked complete")
     identity = listing.identity
     manifest = {
         "format": FORMAT, "identity": identity, "frontend": fe.config, "dtype": dtype,
@@ -312,12 +319,16 @@ class FeatureStore:
         self._index = {f: (shard, row) for f, (_, shard, row) in manifest["files"].items()}
         self._handles: dict[str, Any] = {}
         self._pid = os.getpid()
+        #: return features in the stored dtype (float16 for a float16 cache) instead of float32: the
+        #: training engine's DataLoader sets it, so workers and pinned memory move half the bytes and
+        #: the conversion happens on the device
+        self.keep_dtype = False
 
     def __contains__(self, file: str) -> bool:
         return file in self._index
 
     def features(self, file: str) -> torch.Tensor:
-        """float32 ``(N, 3, F, T)`` of a listed file."""
+        """float32 ``(N, 3, F, T)`` of a listed file (the stored dtype with :attr:`keep_dtype`)."""
         from safetensors import safe_open
 
         if self._pid != os.getpid():  # a DataLoader worker: open the shards again in this process
@@ -330,7 +341,8 @@ class FeatureStore:
         if handle is None:
             handle = safe_open(str(self.config_dir / "shards" / f"{shard}.safetensors"), framework="pt")
             self._handles[shard] = handle
-        return handle.get_slice("features")[row].to(torch.float32)
+        rows = handle.get_slice("features")[row]
+        return rows if self.keep_dtype else rows.to(torch.float32)
 
     def normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
         stats = self.manifest["normalization"]

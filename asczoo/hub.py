@@ -42,6 +42,8 @@ from asczoo import __version__
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: a config.json larger than this is refused unread (a real one is a few kilobytes)
+MAX_CONFIG_BYTES = 16 * 2**20
 CARD_NAME = "README.md"
 CONFUSION_NAME = "confusion_matrix.png"
 REPORT_NAME = "report.json"
@@ -55,6 +57,7 @@ _CONFIG_KEYS = {
     "asczoo_format", "asczoo_version", "name", "tag", "recipe", "classes", "num_classes", "input_shape",
     "frontend", "metrics", "normalization", "training", "plugins",
     "task", "activation",  # multi-label models say so (the recipe's task); the activation the logits expect
+    "quantization",  # int8/fp16 models (asczoo.quantize): the structure rebuilt before the weights load
 }
 _REQUIRED_KEYS = ("asczoo_format", "name", "recipe", "classes", "frontend")
 #: part options that would make a part fetch or read weights of its own (timm's, for instance);
@@ -119,8 +122,10 @@ def save_pretrained(
         raise FileNotFoundError(f"save_pretrained: confusion-matrix image {confusion} does not exist")
 
     config = model_config(model, metrics=metrics, report=report, training=training)
+    from asczoo.complexity import stored_state
+
     atomic_save_safetensors(
-        model.state_dict(), directory / WEIGHTS_NAME,
+        stored_state(model), directory / WEIGHTS_NAME,
         metadata={"format": "pt", "asczoo_version": __version__, "asczoo_model": model.name},
     )
     if confusion is not None:
@@ -131,9 +136,21 @@ def save_pretrained(
     card = render_model_card(
         config, report=report, confusion_image=CONFUSION_NAME if confusion is not None else None,
         parameters=model.parameter_counts(), repo_id=repo_id, license=license,
+        complexity=_complexity_summary(model),
     )
     atomic_write_text(directory / CARD_NAME, card)
     return directory
+
+
+def _complexity_summary(model) -> str | None:
+    """The card's complexity lines (:mod:`asczoo.complexity`; one no-grad forward pass on one clip,
+    the model's train/eval mode restored); None for a model the counter cannot run (no section)."""
+    from asczoo.complexity import measure
+
+    try:
+        return measure(model).summary()
+    except (RuntimeError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def model_config(
@@ -157,6 +174,8 @@ def model_config(
     if training is not None:
         config["training"] = dict(training)
     config["plugins"] = _plugin_provenance(config["recipe"])
+    if getattr(model, "quantization", None):  # asczoo.quantize: the structure to rebuild before loading
+        config["quantization"] = dict(model.quantization)
     return _jsonable(config)
 
 
@@ -262,6 +281,10 @@ def load_pretrained(source: str | os.PathLike, *, revision: str | None = None, d
     files = resolve_files(source, revision=revision, **download)
     config = read_config(files.config, label=files.label)
     model = build_from_config(config, label=files.label)
+    if config.get("quantization"):  # int8/fp16 (asczoo.quantize): folded norms and int8 layers first
+        from asczoo.quantize import restore
+
+        restore(model, config["quantization"])
     state = read_weights(files.weights, label=files.label)
     load_state_strict(model, state, label=files.label)
     _check_normalization(model, config, files.label)
@@ -398,10 +421,15 @@ def read_config(path: str | os.PathLike, *, label: str | None = None) -> dict[st
     """Read and check ``config.json``: format version, known keys, and the type of every field."""
     path = Path(path)
     where = f"{label or path.parent}: {CONFIG_NAME}"
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ModelFormatError(f"{where} is {size} bytes; a model's config is at most {MAX_CONFIG_BYTES}")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ModelFormatError(f"{where} is nested too deeply to be a model's config") from None
     if not isinstance(config, dict):
         raise ModelFormatError(f"{where}: expected a JSON object, got {type(config).__name__}")
     missing = [k for k in _REQUIRED_KEYS if k not in config]
@@ -452,7 +480,7 @@ def build_from_config(config: Mapping[str, Any], *, label: str) -> Any:
     """
     from asczoo import plugins
     from asczoo.factory import build_model
-    from asczoo.recipes import SECTIONS, UnavailablePart, validate_recipe
+    from asczoo.recipes import SECTIONS, RecipeError, UnavailablePart, validate_recipe
 
     where = f"{label}: {CONFIG_NAME}"
     recipe = copy.deepcopy(config["recipe"])
@@ -472,6 +500,10 @@ def build_from_config(config: Mapping[str, Any], *, label: str) -> Any:
         model = build_model(recipe, name=config["name"], tag=config.get("tag"))
     except (UnavailablePart, plugins.UnknownPartError) as exc:
         raise UnavailablePart(f"{exc}{_install_hint(config)}") from None
+    except RecipeError:
+        raise
+    except (ValueError, TypeError) as exc:  # a part's own checks (bounds, combinations) refused the recipe
+        raise ModelFormatError(f"{where}, key 'recipe': {exc}") from None
     if model.frontend_config != config["frontend"]:
         diff = _differences(config["frontend"], model.frontend_config)
         raise ModelFormatError(f"{where}: the frontend built here differs from the saved one: {diff}")
@@ -526,13 +558,31 @@ def read_weights(path: str | os.PathLike, *, label: str) -> dict[str, torch.Tens
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise UnsafeWeightsError(_pickle_refusal(label, [path.name]))
     try:
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
     except SafetensorError as exc:
         raise ModelFormatError(f"{label}: {path.name} is not a valid safetensors file ({exc})") from None
+    refuse_non_finite(state, f"{label}: {path.name}")
+    return state
+
+
+def refuse_non_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Raise :class:`ModelFormatError` naming the tensors of ``state`` that hold NaN or Inf.
+
+    A model with a NaN or Inf weight predicts NaN for everything (rc 0, first class), and training
+    from one gives NaN weights; ``where`` (file, key) starts the message.
+    """
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        more = f", ... ({len(bad) - 8} more)" if len(bad) > 8 else ""
+        raise ModelFormatError(f"{where}: {len(bad)} tensor(s) hold NaN or Inf values: {', '.join(bad[:8])}{more}")
 
 
 def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -> None:
-    """``model.load_state_dict(state)``, first checking names and shapes for a message naming them."""
+    """``model.load_state_dict(state)``, first checking names, shapes and dtypes for a message naming them.
+
+    The dtypes must be the model's own: weights stored as fp16, int64 or bool are refused rather than
+    cast (no widening either: a model saved in half precision is loaded into a half-precision model).
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -540,8 +590,15 @@ def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -
         f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
         for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape)
     )
+    # no silent cast: load_state_dict would copy fp16 (precision already lost), int64 or bool tensors
+    # into float32 parameters without a word; a file must hold the dtypes the model has
+    dtypes = sorted(
+        f"{k} (file {str(state[k].dtype).removeprefix('torch.')}, model {str(own[k].dtype).removeprefix('torch.')})"
+        for k in set(own) & set(state) if state[k].dtype != own[k].dtype
+    )
     problems = []
-    for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes),
+                        ("wrong dtype", dtypes)):
         if items:
             more = f", ... ({len(items) - 8} more)" if len(items) > 8 else ""
             problems.append(f"{len(items)} {what}: {', '.join(items[:8])}{more}")
@@ -681,7 +738,9 @@ def upload_folder(
 def publishable_files(folder: str | os.PathLike) -> list[str]:
     """The files of a model folder that are uploaded: weights, config, card and the confusion image."""
     folder = Path(folder)
-    names = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CONFUSION_NAME) if (folder / n).is_file()]
+    names = [n for n in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, CONFUSION_NAME) if os.path.lexists(folder / n)]
+    for name in names:
+        _check_own_file(folder / name, folder)
     for required in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
         if required not in names:
             raise FileNotFoundError(f"{folder}: no {required} to upload")
@@ -734,9 +793,32 @@ def find_run_files(run_dir: str | os.PathLike) -> RunFiles:
     folders = [model_dir, *(p for p in model_dir.parents if p == top or top in p.parents)]
 
     def nearest(name: str) -> Path | None:
-        return next((folder / name for folder in folders if (folder / name).is_file()), None)
+        return next((folder / name for folder in folders if os.path.lexists(folder / name)), None)
 
-    return RunFiles(model_dir, nearest(REPORT_NAME), nearest(CONFUSION_NAME))
+    found = RunFiles(model_dir, nearest(REPORT_NAME), nearest(CONFUSION_NAME))
+    for path in (model_dir / CONFIG_NAME, model_dir / WEIGHTS_NAME, model_dir / CARD_NAME, found.report,
+                 found.confusion_matrix):
+        if path is not None and os.path.lexists(path):
+            _check_own_file(path, top)
+    return found
+
+
+def _check_own_file(path: Path, top: Path) -> None:
+    """Refuse a run or model folder's file that is a symbolic link (at any level below ``top``), resolves
+    outside ``top`` or is not a regular file: a link to ``/etc/shadow`` named ``confusion_matrix.png``
+    must never be read into a card or uploaded."""
+    import stat
+
+    base = top.resolve()
+    for part in [path, *(p for p in path.parents if p != top and top in p.parents)]:
+        if part.is_symlink():
+            raise UnsafeWeightsError(f"{part} is a symbolic link (to {os.readlink(part)}); asczoo publishes only "
+                                     f"regular files inside {top}, never what a link points to")
+    real = path.resolve()
+    if real != base and base not in real.parents:
+        raise UnsafeWeightsError(f"{path} resolves to {real}, outside {top}; asczoo publishes only files inside it")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise UnsafeWeightsError(f"{path} is not a regular file; asczoo publishes only regular files")
 
 
 def publish_run(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
@@ -110,7 +111,7 @@ def predict(
     Returns ``(label, probabilities)``: the most probable class and ``{class: probability}``,
     averaged over the windows of a long recording. The model is put in eval mode.
     """
-    from asczoo.audio import read_audio
+    from asczoo.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_samples, read_audio
 
     if isinstance(path_or_waveform, (str, os.PathLike)):
         if sample_rate is not None:
@@ -119,9 +120,13 @@ def predict(
     else:
         if sample_rate is None:
             raise ValueError("predict(waveform): pass the waveform's sample_rate")
+        if not MIN_SAMPLE_RATE <= int(sample_rate) <= MAX_SAMPLE_RATE:  # as for files: resampling allocates
+            raise ValueError(f"predict(waveform): sample_rate is {sample_rate}; expected {MIN_SAMPLE_RATE} to "
+                             f"{MAX_SAMPLE_RATE} Hz")
         waveform = torch.as_tensor(path_or_waveform)
         if not waveform.is_floating_point():
             waveform = waveform.float()
+        check_samples("predict(waveform)", waveform)  # NaN in, NaN scores out: refuse, as for files
     model.eval()
     windows = clip_windows(model_frontend(model), waveform, int(sample_rate), hop_seconds)
     return _prediction(model.classes, window_probabilities(model, windows, batch_size=batch_size).mean(0))
@@ -187,6 +192,10 @@ def predict_files(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if hop_seconds is not None and not (math.isfinite(hop_seconds) and hop_seconds > 0):
+        raise ValueError(f"hop_seconds (--hop) must be a positive number of seconds, got {hop_seconds}")
+    for classname in model.classes:
+        _tsv_field(classname, "class name")
     model.eval()
     frontend = model_frontend(model)
     device = _device_of(model)
@@ -207,6 +216,9 @@ def predict_files(
             tqdm(total=len(results), desc="predict", unit="file", disable=disable) as bar:
         for result, audio in zip(results, _read_ahead(pool, read_audio, [r.path for r in results], read_ahead)):
             try:
+                bad_name = tsv_problem(result.name)
+                if bad_name:  # not read at all: its row could not be written
+                    raise ValueError(f"file name {bad_name}; rename it")
                 waveform, rate = audio.result()
                 windows = clip_windows(frontend, waveform.to(device), rate, hop_seconds)
             except torch.OutOfMemoryError:
@@ -237,17 +249,44 @@ def _read_ahead(pool, read, paths: Sequence[Path], ahead: int) -> Iterator[concu
         yield futures.popleft()
 
 
+#: characters a TSV field cannot hold: they would split the row or the line
+TSV_UNSAFE = ("\t", "\n", "\r")
+
+
+def tsv_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a field of a submission or scores TSV (a tab or line break), or None."""
+    for char, name in (("\t", "a tab"), ("\n", "a line break"), ("\r", "a carriage return")):
+        if char in value:
+            return f"{value!r} holds {name}, which a tab-separated file cannot hold"
+    return None
+
+
+def _tsv_field(value: str, what: str) -> str:
+    problem = tsv_problem(value)
+    if problem:
+        raise ValueError(f"{what} {problem}; rename it")
+    return value
+
+
+def _tsv_bytes(text: str) -> bytes:
+    """UTF-8, with file names that are not valid UTF-8 written back as the bytes they are on disk."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def write_submission(results: Sequence[FileResult], path: str | os.PathLike) -> None:
     """The DCASE submission file: ``filename<TAB>scene_label`` with a header, predicted files only."""
     from asczoo.atomic import atomic_write
 
-    with atomic_write(path, "w") as f:
-        f.write(format_submission(results))
+    text = format_submission(results)
+    with atomic_write(path, "wb") as f:
+        f.write(_tsv_bytes(text))
 
 
 def format_submission(results: Sequence[FileResult]) -> str:
+    """The submission's text; a file or class name holding a tab or line break is refused (ValueError)."""
     lines = ["filename\tscene_label"]
-    lines += [f"{r.name}\t{r.prediction.label}" for r in results if r.prediction is not None]
+    lines += [f"{_tsv_field(r.name, 'file name')}\t{_tsv_field(r.prediction.label, 'class name')}"
+              for r in results if r.prediction is not None]
     return "\n".join(lines) + "\n"
 
 
@@ -255,13 +294,14 @@ def write_scores(results: Sequence[FileResult], classes: Sequence[str], path: st
     """Per-class probabilities: ``filename<TAB>scene_label<TAB>class_1 ...`` with a header."""
     from asczoo.atomic import atomic_write
 
-    with atomic_write(path, "w") as f:
-        f.write("\t".join(["filename", "scene_label", *classes]) + "\n")
-        for r in results:
-            if r.prediction is None:
-                continue
-            scores = (f"{r.prediction.probabilities[c]:.6f}" for c in classes)
-            f.write("\t".join([r.name, r.prediction.label, *scores]) + "\n")
+    lines = ["\t".join(["filename", "scene_label", *(_tsv_field(c, "class name") for c in classes)])]
+    for r in results:
+        if r.prediction is None:
+            continue
+        scores = (f"{r.prediction.probabilities[c]:.6f}" for c in classes)
+        lines.append("\t".join([_tsv_field(r.name, "file name"), r.prediction.label, *scores]))
+    with atomic_write(path, "wb") as f:
+        f.write(_tsv_bytes("\n".join(lines) + "\n"))
 
 
 def labels_above(prediction: Prediction, threshold: float) -> list[tuple[str, float]]:
@@ -275,7 +315,8 @@ def format_multi_label(results: Sequence[FileResult], threshold: float) -> str:
     lines = ["filename\tlabels"]
     for r in results:
         if r.prediction is not None:
-            lines.append(f"{r.name}\t" + ",".join(c for c, _ in labels_above(r.prediction, threshold)))
+            lines.append(f"{_tsv_field(r.name, 'file name')}\t"
+                         + ",".join(c for c, _ in labels_above(r.prediction, threshold)))
     return "\n".join(lines) + "\n"
 
 

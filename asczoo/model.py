@@ -23,6 +23,13 @@ from torch import nn
 from asczoo import __version__
 from asczoo.interfaces import AFTER_BLOCK, Backbone, Inflator, SegmentLayout
 
+# Relation blocks live in hooks, and by default dynamo does not guard on hooks
+# (``skip_nnmodule_hook_guards``): ``torch.compile`` of a model that differs from an already compiled
+# one only by its hooks (its plain backbone, another block) would reuse that graph and silently compute
+# the other model's function. Set when asczoo's models are first importable, before any is compiled
+# (a graph compiled earlier has no hook guards to fail); it costs a few guard checks per call.
+torch._dynamo.config.skip_nnmodule_hook_guards = False
+
 
 class _AfterBlockHook:
     """Forward hook: the block's output goes through the relation block (in the (B, N, C, F, T) view)."""

@@ -23,6 +23,7 @@ other top-level numbers (``loss``, ``macro_f1``, ...)
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any, Mapping, Sequence
 
@@ -71,6 +72,7 @@ def render_model_card(
     parameters: Mapping[str, int] | None = None,
     repo_id: str | None = None,
     license: str | None = None,
+    complexity: str | None = None,
 ) -> str:
     """The ``README.md`` text for a model whose ``config.json`` mapping is ``config``.
 
@@ -94,6 +96,8 @@ def render_model_card(
         "statistics needed to rebuild it.\n"
     )
     parts.append(_model_section(config, recipe, parameters))
+    if complexity:  # asczoo.complexity's summary: parameters, bytes, MACs, DCASE limits
+        parts.append("## Complexity\n\n" + complexity.replace("\n", "  \n") + "\n")
     parts.append(_input_section(config))
     parts.append(_training_section(config.get("training")))
     parts.append(_results_section(metrics, classes, report, confusion_image, recipe))
@@ -189,7 +193,7 @@ def _input_section(config: Mapping[str, Any]) -> str:
             "\nInputs are normalised per channel and mel band with statistics of the training set, stored "
             "in the weights (`norm_mean`, `norm_std`) and in `config.json`.\n"
         )
-    lines.append(f"\nClasses ({len(config['classes'])}): " + ", ".join(f"`{c}`" for c in config["classes"]) + ".\n")
+    lines.append(f"\nClasses ({len(config['classes'])}): " + ", ".join(_text(c) for c in config["classes"]) + ".\n")
     if config.get("task") == "multi-label":
         lines.append("\nTask: **multi-label** (any number of classes per clip): the logits expect a **sigmoid** "
                      "per class (`config.json`: `activation: sigmoid`), trained with binary cross-entropy; "
@@ -216,7 +220,7 @@ def _results_section(
     confusion_image: str | None, recipe: Mapping[str, Any],
 ) -> str:
     lines = ["## Evaluation\n"]
-    where = ", ".join(f"{k.replace('_', ' ')}: {metrics[k]}" for k in _DESCRIPTIVE_KEYS if k in metrics)
+    where = ", ".join(f"{k.replace('_', ' ')}: {_text(metrics[k])}" for k in _DESCRIPTIVE_KEYS if k in metrics)
     if where:
         lines.append(f"Evaluated on {where}.\n")
     rows = []
@@ -234,7 +238,7 @@ def _results_section(
     per_class = metrics.get("per_class_accuracy")
     if isinstance(per_class, Mapping) and per_class:
         lines.append("\nPer-class accuracy:\n")
-        lines.append(_table(("class", "accuracy"), [(c, f"{100 * float(a):.2f} %") for c, a in per_class.items()
+        lines.append(_table(("class", "accuracy"), [(_markdown(c), f"{100 * float(a):.2f} %") for c, a in per_class.items()
                                                      if _is_number(a)]))
     if confusion_image:
         lines.append(f"\nConfusion matrix (rows: true class, columns: predicted):\n\n![Confusion matrix]({confusion_image})\n")
@@ -243,7 +247,8 @@ def _results_section(
         matrix = report["confusion_matrix"]
         if len(matrix) == len(order) and all(isinstance(r, list) and len(r) == len(order) for r in matrix):
             lines.append("\nConfusion matrix (rows: true class, columns: predicted):\n")
-            lines.append(_table(("true \\ predicted", *order), [(c, *map(_number, row)) for c, row in zip(order, matrix)]))
+            names = [_markdown(c) for c in order]
+            lines.append(_table(("true \\ predicted", *names), [(c, *map(_number, row)) for c, row in zip(names, matrix)]))
     paper = recipe.get("paper") or {}
     reported = [(k[len("acc_"):].upper(), v) for k, v in paper.items() if k.startswith("acc_") and _is_number(v)]
     if reported:
@@ -302,8 +307,24 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _text(value: Any) -> str:
+    """``value`` as inert Markdown text: HTML escaped (a class named ``<script>`` stays text), one line,
+    with the characters that open links, images and code spans escaped."""
+    return _markdown(html.escape(str(value), quote=False))
+
+
+def _markdown(value: Any) -> str:
+    """``value`` on one line, with the Markdown characters that open links, images, emphasis and code
+    spans escaped (HTML is escaped by the caller: :func:`_text`, or :func:`_cell` in tables)."""
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    for char in ("\\", "`", "[", "]", "!", "*", "_"):
+        text = text.replace(char, "\\" + char)
+    return text
+
+
 def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """A table cell: HTML escaped, one line, ``|`` escaped (the card's own code spans are kept)."""
+    return html.escape(str(value), quote=False).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -12,6 +12,7 @@ neighbourhood grouper) and :func:`gather_neighbours` fetches their features as `
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal
 
@@ -19,6 +20,11 @@ import torch
 
 Distance = Literal["l2", "cosine"]
 DISTANCES: tuple[str, ...] = ("l2", "cosine")
+Precision = Literal["float32", "input"]
+#: what :func:`semantic_knn` computes its scores in: ``"float32"`` casts the points to float32 first
+#: (IEEE float32, whatever the TF32 setting); ``"input"`` keeps the points' own dtype (bfloat16 or
+#: float16 features under autocast: half the matmul cost, coarser scores, other neighbours)
+PRECISIONS: tuple[str, ...] = ("float32", "input")
 
 
 def to_points(x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +67,7 @@ def pairwise_distances(points: torch.Tensor, *, distance: Distance = "l2") -> to
     if points.dim() != 3:
         raise ValueError(f"points must be (B, P, C), got shape {tuple(points.shape)}")
     dtype = torch.promote_types(points.dtype, torch.float32)
-    with torch.no_grad(), torch.autocast(points.device.type, enabled=False):
+    with torch.no_grad(), torch.autocast(points.device.type, enabled=False), ieee_float32():
         pts = points.detach().to(dtype)
         if distance == "cosine":
             pts = torch.nn.functional.normalize(pts, dim=-1)
@@ -71,14 +77,50 @@ def pairwise_distances(points: torch.Tensor, *, distance: Distance = "l2") -> to
         return dist.add_(sq.unsqueeze(2)).add_(sq.unsqueeze(1)).clamp_(min=0.0)
 
 
-#: distances computed at a time, for the whole batch: 2^22 float32 values are 16 MiB, a block that
-#: stays within the last-level cache's reach and bounds memory to O(B * rows * P), not O(B * P^2)
-_KNN_BLOCK_ELEMENTS = 1 << 22
+#: scores computed at a time per sample: a block is ``rows x P`` with ``rows = _KNN_ROW_ELEMENTS // P``,
+#: so memory is O(B * rows * P), not O(B * P^2) (1 MiB of float32 per sample: 16 MiB at the recipes'
+#: batch of 16). The block count depends on P alone, never on the batch size: the batch is a symbolic
+#: size under ``torch.compile(dynamic=True)`` and a dynamic axis in an ONNX export, and a chunk count
+#: computed from it is either a symbolic expression inductor cannot lower in a ``range`` or a
+#: constant the exporter bakes into the graph (wrong for every other batch).
+_KNN_ROW_ELEMENTS = 1 << 18
+
+
+def knn_rows(points: int) -> int:
+    """Rows of one score block of :func:`semantic_knn` for ``points`` points per sample (batch-free)."""
+    return max(1, _KNN_ROW_ELEMENTS // max(1, points))
+
+
+@contextlib.contextmanager
+def ieee_float32():
+    """Float32 matrix products in IEEE float32 inside the block, whatever the global setting.
+
+    ``torch.backends.cuda.matmul.allow_tf32 = True`` or ``torch.set_float32_matmul_precision("high")``
+    (which training on a GPU sets for speed) make float32 matmuls round their inputs to TF32's 10-bit
+    mantissa; the kNN distances and folded batch-norm statistics are documented as float32, and at TF32
+    0.3 to 0.9 % of points get another neighbour set. Restores the caller's setting on exit. While
+    ``torch.compile`` traces it does nothing (the compiler cannot trace the setting; code that needs
+    IEEE float32 in a compiled graph runs as an opaque operator, as :func:`semantic_knn` does).
+    """
+    if torch.compiler.is_compiling():
+        yield
+        return
+    previous = torch.get_float32_matmul_precision()
+    cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
+    if previous == "highest" and not cuda_tf32:
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+        torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
 
 
 def semantic_knn(
     points: torch.Tensor, k: int, *, segment_size: int | None = None, distance: Distance = "l2",
-    chunk_size: int | None = None,
+    chunk_size: int | None = None, precision: Precision = "float32",
 ) -> torch.Tensor:
     """Indices ``(B, P, k)`` of each point's ``k`` nearest points, nearest first.
 
@@ -88,14 +130,20 @@ def semantic_knn(
     ``"l2"`` (squared Euclidean) or ``"cosine"`` (see :func:`pairwise_distances`). The indices carry
     no gradient. Raises ``ValueError`` if ``k`` exceeds the number of candidates.
 
-    The scores are computed ``chunk_size`` rows at a time (default: about 4 M for the whole batch),
-    each block from one ``bmm`` followed by its top-k, so memory grows as ``B * chunk * P`` rather
-    than ``B * P^2``: a 64-segment clip fits where the full matrix would not. For ``"l2"`` the block
+    The scores are computed ``chunk_size`` rows at a time (default :func:`knn_rows`: about 256 K
+    scores per sample, independent of the batch size so that compiled and exported graphs hold for
+    every batch), each block from one ``bmm`` followed by its top-k, so memory grows as
+    ``B * chunk * P`` rather than ``B * P^2``: a 64-segment clip fits where the full matrix would not. For ``"l2"`` the block
     holds ``2 x_i.x_j - |x_j|^2``, the negated squared distance plus the row's constant ``|x_i|^2``,
     which ranks the candidates of row ``i`` exactly as the distance does; it comes out of the one
     matmul by appending ``1`` to every row and ``-|x_j|^2`` to every key. For ``"cosine"`` it holds
     ``cos(x_i, x_j)``. Excluded candidates are set to ``-inf`` in place, one slice per segment (or
     the diagonal, when a point only excludes itself), so no mask is built.
+
+    ``precision="float32"`` (the default) computes the scores from the points cast to float32, in
+    IEEE float32 whatever the global TF32 setting (:func:`ieee_float32`): in half precision the
+    ``|x_j|^2`` term cancels most significant bits. ``"input"`` keeps the points' dtype.
+    Under ``torch.compile`` the whole search is one custom operator (``asczoo::semantic_knn``).
     """
     if points.dim() != 3:
         raise ValueError(f"points must be (B, P, C), got shape {tuple(points.shape)}")
@@ -123,11 +171,24 @@ def semantic_knn(
         )
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    rows = chunk_size or max(1, _KNN_BLOCK_ELEMENTS // (b * p))
-    dtype = torch.promote_types(points.dtype, torch.float32)
-    with torch.no_grad(), torch.autocast(points.device.type, enabled=False):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    rows = chunk_size or knn_rows(p)
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        # one opaque operator for the compiler: it runs the eager blocks below at run time, so the
+        # batch stays a plain symbolic size outside it, the block loop is not unrolled into the graph,
+        # and the IEEE float32 context applies when it runs (the compiler cannot trace that setting)
+        return torch.ops.asczoo.semantic_knn(points, k, run, distance == "cosine", rows, precision == "float32")
+    return _knn_blocks(points, k, run, distance == "cosine", rows, precision == "float32")
+
+
+def _knn_blocks(points: torch.Tensor, k: int, run: int, cosine: bool, rows: int, float32: bool) -> torch.Tensor:
+    """The kernel of :func:`semantic_knn` (arguments already checked)."""
+    b, p, _ = points.shape
+    dtype = torch.promote_types(points.dtype, torch.float32) if float32 else points.dtype
+    with torch.no_grad(), torch.autocast(points.device.type, enabled=False), ieee_float32():
         pts = points.detach().to(dtype)
-        if distance == "cosine":
+        if cosine:
             queries = torch.nn.functional.normalize(pts, dim=-1)
             keys = queries
         else:  # [x_i, 1] . [2 x_j, -|x_j|^2] = 2 x_i.x_j - |x_j|^2
@@ -145,6 +206,17 @@ def semantic_knn(
                     score[:, max(s0, r0) - r0:min(s0 + run, r1) - r0, s0:s0 + run].fill_(-math.inf)
             chunks.append(torch.topk(score, k, dim=-1, largest=True, sorted=True).indices)
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+
+
+@torch.library.custom_op("asczoo::semantic_knn", mutates_args=())
+def _knn_operator(points: torch.Tensor, k: int, run: int, cosine: bool, rows: int, float32: bool) -> torch.Tensor:
+    """:func:`_knn_blocks` as one operator, what :func:`semantic_knn` hands ``torch.compile``."""
+    return _knn_blocks(points, k, run, cosine, rows, float32)
+
+
+@_knn_operator.register_fake
+def _(points: torch.Tensor, k: int, run: int, cosine: bool, rows: int, float32: bool) -> torch.Tensor:
+    return points.new_empty((points.shape[0], points.shape[1], k), dtype=torch.int64)
 
 
 def gather_neighbours(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

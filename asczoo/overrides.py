@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from asczoo import safe_yaml
 from asczoo.arguments import RecipeError
 
 
@@ -20,7 +21,7 @@ def parse_override(item: str) -> dict[str, Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise RecipeError(f"--set {item!r}: expected KEY=VALUE with a dotted KEY such as relation.k=8")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise RecipeError(f"--set {item!r}: the value is not valid YAML: {exc}") from exc
     nested: dict[str, Any] = {}

@@ -3,7 +3,8 @@
 Every part (backbone, inflator, relation block, head, frontend, dataset, ...) reaches asczoo through a
 plugin: a module registered under the entry-point group ``asczoo``, built-in ones included. Each
 entry point is imported and asked for its registrations in isolation, so a broken plugin is reported
-(a warning, and ``asczoo plugins`` shows the error) while the others keep working.
+(a warning, and ``asczoo plugins`` shows the error) while the others keep working. That includes a
+plugin whose import calls ``sys.exit()`` or raises ``KeyboardInterrupt``.
 
 Environment:
     ``ASCZOO_STRICT_PLUGINS=1``      any plugin failure raises :class:`PluginError`.
@@ -44,6 +45,10 @@ RECIPE_HOOK = "asczoo_register_recipes"
 TRAINING_RECIPE_HOOK = "asczoo_register_training_recipes"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+#: what a plugin's import or registration may raise without ending the host: a plugin calling
+#: ``sys.exit(3)`` or raising ``KeyboardInterrupt`` at import is a broken plugin, not a request to stop
+#: (it took every command down with rc 3 and no message, ``asczoo plugins`` included)
+_ISOLATED = (Exception, SystemExit, KeyboardInterrupt)
 
 
 class PluginError(RuntimeError):
@@ -145,7 +150,7 @@ class PluginHost:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - isolate any import failure
+            except _ISOLATED as exc:  # any import failure, sys.exit() and KeyboardInterrupt included
                 self._fail(ep.name, source, exc, version=version)
                 continue
             self.add_plugin(plugin, ep.name, source=source, version=version)
@@ -163,7 +168,7 @@ class PluginHost:
             return False
         try:
             self.pm.register(plugin, name=name)
-        except Exception as exc:  # noqa: BLE001 - pluggy validates hook signatures here
+        except _ISOLATED as exc:  # pluggy validates hook signatures here
             self._fail(name, source, exc, version=version)
             return False
         staged: list[Part] = []
@@ -177,7 +182,7 @@ class PluginHost:
                 impl.function(register=lambda source: staged_recipes.append(RecipeSource(source, name)))
             for impl in self._impls(TRAINING_RECIPE_HOOK, plugin):
                 impl.function(register=lambda source: staged_training.append(RecipeSource(source, name)))
-        except Exception as exc:  # noqa: BLE001 - isolate any registration failure
+        except _ISOLATED as exc:  # any registration failure, sys.exit() and KeyboardInterrupt included
             self.pm.unregister(plugin)
             self._fail(name, source, exc, version=version)
             return False

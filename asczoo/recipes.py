@@ -35,7 +35,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from asczoo import plugins
+from asczoo import plugins, safe_yaml
 from asczoo.arguments import RecipeError, check_arguments
 from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_NAME_PATTERN
 
@@ -204,7 +204,7 @@ def read_recipe_file(
         except OSError as exc:
             raise RecipeError(f"{origin}: cannot read {kind} file: {exc.strerror or exc}") from exc
         try:
-            data = yaml.safe_load(text)
+            data = safe_yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise RecipeError(f"{origin}: not valid YAML: {exc}") from exc
     elif isinstance(source, Mapping):

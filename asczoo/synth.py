@@ -28,12 +28,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from asczoo.atomic import atomic_write_text
+from asczoo.atomic import TEMP_SUFFIX, atomic_write_text
 
 SCENE_CLASSES = ("airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
                  "street_pedestrian", "street_traffic", "tram")
@@ -240,6 +241,54 @@ def _make_clip(job: tuple[Any, ...]) -> str:
 
 # -- the dataset ---------------------------------------------------------------------------------------
 
+#: the tables a synthesis writes besides the audio (relative to the dataset root)
+_TABLES = ("meta.csv", "evaluation_setup/fold1_train.csv", "evaluation_setup/fold1_evaluate.csv",
+           "evaluation_setup/fold1_test.csv")
+
+
+def _owned_files(root: Path, *, overwrite: bool) -> set[str]:
+    """The files of an earlier synthesis in ``root`` (its manifest), after checking that ``root`` holds
+    nothing else (unless ``overwrite``); the user's own files are never touched."""
+    from asczoo.feature_cache import CACHE_DIRNAME
+
+    if not root.exists():
+        return set()
+    if not root.is_dir():
+        raise FileExistsError(f"{root} exists and is not a directory")
+    owned: set[str] = set()
+    marker = root / "synth.json"
+    if marker.is_file():
+        try:
+            manifest = json.loads(marker.read_text(encoding="utf-8"))
+            files = manifest.get("files") if isinstance(manifest, dict) else None
+        except (OSError, ValueError):
+            files = None
+        if isinstance(files, list):
+            owned = {f for f in files if isinstance(f, str) and _is_plain_relative(f)}
+    if overwrite:
+        return owned
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder).relative_to(root).as_posix()
+        dirs[:] = sorted(d for d in dirs if not (here == "." and d == CACHE_DIRNAME))  # asczoo's own cache
+        for name in sorted(names):
+            rel = name if here == "." else f"{here}/{name}"
+            if rel != "synth.json" and rel not in owned and not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+                why = ("its synth.json has no manifest of the files it wrote" if marker.is_file() and not owned
+                       else "it is not a synthetic dataset written by asczoo" if not marker.is_file()
+                       else "the file was not written by asczoo synth")
+                raise FileExistsError(
+                    f"{root} is not empty and holds {rel!r}, which asczoo synth did not write ({why}); "
+                    "choose another directory, or pass --overwrite (overwrite=True) to write the synthetic "
+                    "dataset into it anyway (its meta.csv and fold lists are replaced; no other file is removed)")
+    return owned
+
+
+def _is_plain_relative(file: str) -> bool:
+    """A manifest entry that stays inside the dataset root (no absolute path, no ``..``)."""
+    parts = file.split("/")
+    return bool(file) and "\\" not in file and all(p not in ("", ".", "..") for p in parts)
+
+
 def synthesize(
     out_dir: str | Path,
     *,
@@ -256,8 +305,13 @@ def synthesize(
 ) -> SynthInfo:
     """Write a synthetic dataset in the DCASE 2019 layout to ``out_dir``; see the module docstring.
 
-    ``classes`` limits the ``scenes`` task to its first K DCASE classes (default 10). Refuses to write
-    into a non-empty directory that is not an earlier synthetic dataset unless ``overwrite``.
+    ``classes`` limits the ``scenes`` task to its first K DCASE classes (default 10).
+
+    The generator writes only where it owns the files: into a new or empty directory, or into an
+    earlier synthetic dataset whose ``synth.json`` manifest lists every file there (besides the
+    manifest itself and asczoo's feature cache). A directory holding any other file is refused with
+    :class:`FileExistsError` naming it, unless ``overwrite``; even then only files of the earlier
+    manifest are ever removed, never the user's own (which stay where they are, unlisted).
     """
     from asczoo.datasets import location_split
     from asczoo.feature_cache import ordered_map
@@ -278,12 +332,9 @@ def synthesize(
     if seconds <= 0 or sample_rate <= 0:
         raise ValueError(f"seconds and sample_rate must be positive, got {seconds} and {sample_rate}")
     root = Path(out_dir)
-    if root.exists() and any(root.iterdir()) and not overwrite and not (root / "synth.json").is_file():
-        raise FileExistsError(f"{root} exists and is not empty; choose another directory or pass --overwrite")
+    previous = _owned_files(root, overwrite=overwrite)
 
     marker = root / "synth.json"
-    if marker.is_file():
-        marker.unlink()  # written again last: a half-rewritten dataset must not look finished
     rows, jobs = [], []
     per_class = [0] * len(names)
     # several locations per class even for tiny datasets, so that both sides of the split have each class
@@ -299,11 +350,14 @@ def synthesize(
         file = f"audio/{names[label]}-{identifier}-{k % per_location}-a.wav"
         rows.append((file, names[label], identifier))
         jobs.append((str(root / file), task, i, label, location, seed, float(seconds), int(sample_rate), tuple(names)))
+    written = {file for file, _, _ in rows} | set(_TABLES)
+    # until the run is finished the marker is a manifest without options: a killed run can be rerun
+    # (every file it may have left is listed), and it never looks like a finished dataset
+    atomic_write_text(marker, json.dumps({"generator": "asczoo.synth", "complete": False,
+                                          "files": sorted(previous | written)}, indent=2))
     (root / "audio").mkdir(parents=True, exist_ok=True)
-    listed = {Path(job[0]).name for job in jobs}
-    for stale in (root / "audio").glob("*.wav"):  # clips of an earlier, larger synthesis
-        if stale.name not in listed:
-            stale.unlink()
+    for stale in sorted(previous - written):  # clips of an earlier, larger synthesis (its manifest says so)
+        (root / stale).unlink(missing_ok=True)
     for _ in ordered_map(_make_clip, jobs, workers=workers, progress=progress, desc=f"synth {task}", unit="clip"):
         pass
 
@@ -322,6 +376,9 @@ def synthesize(
         # anything), then what they resolved to
         "task": task, "clips": clips, "seed": seed, "seconds": seconds, "sample_rate": sample_rate,
         "classes": classes, "evaluate_fraction": evaluate_fraction,
-        "class_names": names, "generator": "asczoo.synth",
+        "class_names": names, "generator": "asczoo.synth", "complete": True,
+        # every file this generator wrote (relative, POSIX): a rerun may replace or remove these and
+        # nothing else; any other file in the directory is the user's
+        "files": sorted(written),
     }, indent=2))
     return SynthInfo(root, task, names, clips, len(train_rows), len(eval_rows))

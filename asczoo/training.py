@@ -77,6 +77,7 @@ def train(
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] | None = None,
+    allow_data_change: bool = False,
 ) -> TrainResult:
     """Run a training recipe and return every stage's held-out accuracy.
 
@@ -92,6 +93,11 @@ def train(
             built and initialised, before its first step), ``on_fit_start(stage, model, start_epoch)``,
             ``on_epoch_end(stage, epoch, metrics)``, ``on_stage_end(stage, result)``.
         log: where progress lines go (default: print on rank 0).
+        allow_data_change: resume a run on another dataset root than it was started with (refused
+            otherwise: the features, statistics and checkpoints belong to the first one).
+
+    The run directory is locked while the run goes on (``RUN/.lock``, an ``fcntl`` lock the system
+    releases when the process ends, however it ends): a second ``train`` on the same ``out`` is refused.
     """
     from asczoo.engine import setup_runtime, teardown_runtime
 
@@ -99,7 +105,8 @@ def train(
     runtime = setup_runtime(rec["engine"])
     say = _logger(runtime, log)
     try:
-        return _run(name, rec, runtime, data=data, out=out, resume=resume, callbacks=callbacks, say=say)
+        return _run(name, rec, runtime, data=data, out=out, resume=resume, callbacks=callbacks, say=say,
+                    allow_data_change=allow_data_change)
     except KeyboardInterrupt:
         say("interrupted: the last finished epoch is checkpointed; continue with --resume")
         raise
@@ -125,18 +132,87 @@ def _logger(runtime: Any, log: Callable[[str], None] | None) -> Callable[[str], 
 # -- the run --------------------------------------------------------------------------------------------------
 
 def _run(name: str, rec: dict[str, Any], runtime: Any, *, data: Any, out: Any, resume: bool,
-         callbacks: Sequence[Any], say: Callable[[str], None]) -> TrainResult:
+         callbacks: Sequence[Any], say: Callable[[str], None], allow_data_change: bool = False) -> TrainResult:
+    stamp = runtime.broadcast(datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    run_dir = Path(out) if out is not None else Path("runs") / f"{name}-{stamp}"
+    lock = RunLock(run_dir) if runtime.is_main else None
+    try:
+        if lock is not None:
+            lock.acquire()
+        runtime.barrier()
+        return _run_locked(name, rec, runtime, run_dir, data=data, resume=resume, callbacks=callbacks, say=say,
+                           allow_data_change=allow_data_change)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+class RunLock:
+    """An exclusive lock on a run directory: ``RUN/.lock`` held with ``fcntl.flock``.
+
+    The kernel drops the lock when the process ends, however it ends (``kill -9`` included), so a lock
+    file left behind is never stale: the next run takes it over. The file holds the holder's PID and
+    host for the message a second run gets. Where ``fcntl`` does not exist (Windows) runs are not locked.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunLockedError(f"{self.path.parent} is in use by another asczoo run ({holder}); wait for it to "
+                                 "finish, or choose another --out") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock; the file stays (removing it would race a waiter)
+            self._fd = None
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training into the same run directory."""
+
+
+def _run_locked(name: str, rec: dict[str, Any], runtime: Any, run_dir: Path, *, data: Any, resume: bool,
+                callbacks: Sequence[Any], say: Callable[[str], None], allow_data_change: bool) -> TrainResult:
     import yaml
 
     from asczoo.atomic import atomic_write_text
 
-    stamp = runtime.broadcast(datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    run_dir = Path(out) if out is not None else Path("runs") / f"{name}-{stamp}"
     saved_path = run_dir / "recipe.yaml"
     if saved_path.is_file() and not resume:
         raise FileExistsError(f"{run_dir} holds a run already; continue it with --resume, or choose another --out")
+    saved: dict[str, Any] = {}
     if saved_path.is_file():
-        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        try:
+            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{saved_path}: not the YAML asczoo writes ({str(exc).splitlines()[0]}); move the "
+                              "run directory away, or start a new run with another --out") from None
+        if not isinstance(saved, dict):
+            raise RecipeError(f"{saved_path}: expected a mapping, found {type(saved).__name__}; start a new run "
+                              "with another --out")
         _check_same_recipe(saved.get("recipe") or {}, rec, run_dir)
     elif resume:
         say(f"{run_dir}: nothing to resume yet; starting the run")
@@ -146,7 +222,12 @@ def _run(name: str, rec: dict[str, Any], runtime: Any, *, data: Any, out: Any, r
         root = run_dir / "data"
     if root is None:
         raise ValueError(f"training recipe {name!r} needs a dataset root: pass --data ROOT (data=...)")
+    given_root = root is not None and not (data is None and rec["data"]["root"] is None)
     root = Path(root).expanduser().resolve()
+    if saved.get("data_root") and given_root and str(root) != str(saved["data_root"]) and not allow_data_change:
+        raise RecipeError(f"{run_dir}: the run was trained on the data at {saved['data_root']}, not {root}; resume "
+                          "it with that --data, or pass --allow-data-change (allow_data_change=True) if the same "
+                          "dataset has moved")
     cache_dir = Path(rec["data"]["cache"]).expanduser() if rec["data"]["cache"] else None
     if cache_dir is None:
         from asczoo.feature_cache import default_cache_dir
@@ -162,7 +243,7 @@ def _run(name: str, rec: dict[str, Any], runtime: Any, *, data: Any, out: Any, r
 
     if rec["data"]["synth"] is not None:
         _synthesize(root, rec["data"]["synth"], runtime, say)
-    runtime.barrier()
+    runtime.wait_for_main()  # synthesis, like extraction, may outlast the process group's timeout
 
     data_cache: dict[str, Any] = {}
     results: dict[str, StageResult] = {}
@@ -220,8 +301,13 @@ def _synthesize(root: Path, options: Mapping[str, Any], runtime: Any, say: Calla
         return
     marker = root / "synth.json"
     if marker.is_file():
-        have = json.loads(marker.read_text(encoding="utf-8"))
-        if all(have.get(k) == v for k, v in options.items() if k not in ("workers", "progress")):
+        try:
+            have = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            have = {}
+        have = have if isinstance(have, dict) else {}
+        if have.get("complete", True) and all(have.get(k) == v for k, v in options.items()
+                                               if k not in ("workers", "progress")):
             say(f"data: synthetic dataset in {root} (already there)")
             return
     elif (root / "meta.csv").is_file() or (root / "evaluation_setup").is_dir():
@@ -230,7 +316,9 @@ def _synthesize(root: Path, options: Mapping[str, Any], runtime: Any, say: Calla
     opts = dict(options)
     opts.setdefault("workers", runtime.num_workers)
     say(f"data: synthesising {opts.get('clips', 400)} clips ({opts.get('task', 'scenes')}) into {root}")
-    synth.synthesize(root, overwrite=marker.is_file(), progress=runtime.progress, **opts)
+    # never overwrite: synthesize() rewrites an earlier synthetic dataset of its own (its manifest lists
+    # every file there) and refuses a folder that holds anything else, such as the user's recordings
+    synth.synthesize(root, overwrite=False, progress=runtime.progress, **opts)
 
 
 # -- one stage --------------------------------------------------------------------------------------------------
@@ -241,7 +329,7 @@ def _stage_data(rec: Mapping[str, Any], model: Any, *, runtime: Any, root: Path,
     extracted into the cache once (rank 0), held in memory when they fit."""
     from asczoo import feature_cache
     from asczoo.datasets import create_dataset
-    from asczoo.engine import Features, estimate_bytes, fits_on_device
+    from asczoo.engine import Features, estimate_bytes, fits_on_device, node_cores
 
     key = json.dumps(model.frontend_config, sort_keys=True)
     if key in data_cache:
@@ -253,11 +341,16 @@ def _stage_data(rec: Mapping[str, Any], model: Any, *, runtime: Any, root: Path,
         try:
             feature_cache.load_normalization(cache_dir, model.frontend_config, dataset=spec["dataset"], root=root)
         except (FileNotFoundError, ValueError):
-            say(f"data: extracting features of {spec['dataset']} at {root} into {cache_dir}")
+            # the other ranks of the node wait (without a core each), so extraction takes the node's
+            # cores, not this rank's share of them (runtime.num_workers is that share, for training)
+            workers = max(runtime.num_workers, node_cores() - 1) if runtime.distributed else runtime.num_workers
+            say(f"data: extracting features of {spec['dataset']} at {root} into {cache_dir} ({workers} workers"
+                + ("; run `asczoo extract` before torchrun to do this once, outside the job" if runtime.distributed
+                   else "") + ")")
             feature_cache.extract(spec["dataset"], root, fold=spec["fold"], frontend=model.frontend_config,
-                                  cache_dir=cache_dir, workers=runtime.num_workers, dtype=spec["cache_dtype"],
+                                  cache_dir=cache_dir, workers=workers, dtype=spec["cache_dtype"],
                                   skip_bad=skip_bad, progress=runtime.progress, **options)
-    runtime.barrier()
+    runtime.wait_for_main()  # no timeout it can hit: extraction may take longer than the group's
     made = {split: create_dataset(spec["dataset"], root, split=split, fold=spec["fold"],
                                   frontend=model.frontend_config, cache_dir=cache_dir,
                                   **({"skip_bad": True} if skip_bad else {}), **options)
@@ -322,7 +415,12 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
     directory = run_dir / stage["name"]
     done = directory / "done.json"
     if done.is_file():
-        result = StageResult(**json.loads(done.read_text(encoding="utf-8")))
+        try:
+            result = StageResult(**json.loads(done.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:  # not JSON, or not the keys a finished stage records
+            raise RecipeError(f"{done}: not the record of a finished stage asczoo writes "
+                              f"({str(exc).splitlines()[0]}); move the run directory away, or start a new run "
+                              "with another --out") from None
         say(f"{stage['name']}: finished earlier ({100 * result.accuracy:.2f}% on held-out clips); skipped")
         return result
     if runtime.is_main:
@@ -346,6 +444,11 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
         path = run_dir / source / "model" if source in results else Path(source)
         initialise_from(model, path)
         say(f"{stage['name']}: {stage['model']} initialised from {path} through the inflator")
+    if stage.get("distill"):  # knowledge distillation: teacher logits cached beside the feature cache
+        from asczoo import distill
+
+        train_features = distill.attach(stage["distill"], model, train_ds, train_features, runtime=runtime,
+                                        run_dir=run_dir, stages=list(results), cache_dir=cache_dir, say=say)
     counts = model.parameter_counts()
     say(f"{stage['name']}: {stage['model']} ({counts['total'] / 1e6:.2f} M parameters), {stage['epochs']} epochs "
         f"on {stage['unit']}s, batch {stage['batch_size']}, {stage['optimizer']['name']} lr {stage['optimizer']['lr']}")
@@ -361,7 +464,7 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
         optimizer=stage["optimizer"], schedule=stage["schedule"], augment=stage["augment"],
         label_smoothing=stage["label_smoothing"], drop_last=stage["drop_last"], keep=stage["keep"],
         eval_every=stage["eval_every"], eval_at_start=stage["eval_at_start"], eval_batch_size=eval_batch,
-        seed=rec["seed"],
+        seed=rec["seed"], distill=stage.get("distill"),
     )
     previous = [row for r in results.values() for row in r.history]
     summary = fit(model, spec, train=train_features, evaluate=eval_features, runtime=runtime, directory=directory,

@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import inspect
+import math
 import os
 import re
 import threading
@@ -156,6 +157,7 @@ def stage_section(
     keep: Literal["best", "last"] = "best",
     eval_every: int = 1,
     eval_at_start: bool | None = None,
+    distill: dict | None = None,
 ) -> None:
     """One stage: train ``model`` (with ``overrides``) for ``epochs``.
 
@@ -164,7 +166,9 @@ def stage_section(
     clips. ``init_from`` names an earlier stage (its kept model) or a saved model folder /
     ``model.safetensors``. ``keep`` chooses which weights the stage hands on: the epoch with the best
     evaluation accuracy, or the last. ``eval_at_start`` (default: when ``init_from`` is set) evaluates
-    the initialised model before the first step (epoch 0 in the metrics).
+    the initialised model before the first step (epoch 0 in the metrics). ``distill`` trains against
+    teachers too: ``{teachers: [earlier stage or model folder, ...], lambda: 0.5, tau: 2.0}`` (see
+    :mod:`asczoo.distill`).
     """
 
 
@@ -180,7 +184,10 @@ def merge(base: Any, override: Any, *, path: str = "") -> Any:
         out = copy.deepcopy(dict(base))
         for key, value in override.items():
             sub = f"{path}.{key}" if path else str(key)
-            out[key] = merge(out[key], value, path=sub) if key in out else copy.deepcopy(value)
+            if key in NAMED_SECTIONS and key in out:
+                out[key] = _merge_named(out[key], value, path=sub)
+            else:
+                out[key] = merge(out[key], value, path=sub) if key in out else copy.deepcopy(value)
         return out
     if isinstance(override, Mapping) and isinstance(base, list):
         out = copy.deepcopy(base)
@@ -189,6 +196,24 @@ def merge(base: Any, override: Any, *, path: str = "") -> Any:
             out[index] = merge(out[index], value, path=f"{path}.{key}")
         return out
     return copy.deepcopy(override)
+
+
+#: sections that pick one of several kinds by ``name``; each kind has options of its own
+NAMED_SECTIONS = ("optimizer", "schedule")
+
+
+def _merge_named(base: Any, override: Any, *, path: str) -> Any:
+    """Merge into an ``optimizer`` or ``schedule`` section: another ``name`` switches the kind, and the
+    section is then the override alone (``schedule.name=cosine`` over a step schedule must not keep its
+    ``step_epochs``); the same name, or none, merges option by option."""
+    if isinstance(base, str):
+        base = {"name": base}
+    if isinstance(override, str):
+        override = {"name": override}
+    if isinstance(override, Mapping) and isinstance(base, Mapping) and "name" in override \
+            and override["name"] != base.get("name"):
+        return copy.deepcopy(dict(override))
+    return merge(base, override, path=path)
 
 
 def _list_index(items: list, key: Any, path: str) -> int:
@@ -249,10 +274,42 @@ def _check_section(value: Any, factory: Any, where: str) -> dict[str, Any]:
 def _positive(value: Any, where: str, key: str, *, integer: bool = False, zero: bool = False) -> None:
     if value is None:
         return
-    bad = value < 0 if zero else value <= 0
+    bad = not math.isfinite(value) or (value < 0 if zero else value <= 0)
     if bad:
         kind = "integer" if integer else "number"
         raise RecipeError(f"{where}: key '{key}' must be a {'non-negative' if zero else 'positive'} {kind}, got {value!r}")
+
+
+def _in_range(value: Any, where: str, key: str, low: float, high: float, *, high_open: bool = False) -> None:
+    """Refuse a number outside ``[low, high]`` (``[low, high)`` with ``high_open``), NaN included."""
+    if value is None:
+        return
+    ok = math.isfinite(value) and low <= value and (value < high if high_open else value <= high)
+    if not ok:
+        raise RecipeError(f"{where}: key '{key}' must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {value!r}")
+
+
+def _check_hyperparameters(stage: dict[str, Any], where: str) -> None:
+    """Ranges of the optimiser and schedule numbers (types were checked against the signatures).
+
+    A negative momentum or decay factor, or a NaN/Inf learning rate, trains to NaN weights with rc 0;
+    refusing them here names the key before anything runs.
+    """
+    opt, owhere = stage["optimizer"], f"{where}, key 'optimizer'"
+    _positive(opt["lr"], owhere, "lr")
+    _positive(opt.get("weight_decay"), owhere, "weight_decay", zero=True)
+    for key in ("momentum", "dampening"):
+        _in_range(opt.get(key), owhere, key, 0.0, 1.0)
+    for i, beta in enumerate(opt.get("betas") or ()):
+        _in_range(beta, owhere, f"betas.{i}", 0.0, 1.0, high_open=True)
+    _positive(opt.get("eps"), owhere, "eps")
+    sched, swhere = stage["schedule"], f"{where}, key 'schedule'"
+    _positive(sched.get("gamma"), swhere, "gamma")
+    _positive(sched.get("min_lr"), swhere, "min_lr", zero=True)
+    if sched["name"] == "step":
+        _positive(sched["step_epochs"], swhere, "step_epochs", integer=True)
+    for i, epoch in enumerate(sched.get("milestones") or ()):
+        _positive(epoch, swhere, f"milestones.{i}", integer=True)
 
 
 def _named(spec: Any, table: Mapping[str, Any], where: str, what: str) -> dict[str, Any]:
@@ -321,11 +378,8 @@ def validate_training_recipe(recipe: Mapping[str, Any], *, where: str, check_par
             raise RecipeError(f"{swhere}: key 'label_smoothing' must be in [0, 1), got {stage['label_smoothing']!r}")
         stage["overrides"] = dict(stage["overrides"] or {})
         stage["optimizer"] = _named(stage["optimizer"], OPTIMIZERS, f"{swhere}, key 'optimizer'", "optimisers")
-        _positive(stage["optimizer"]["lr"], f"{swhere}, key 'optimizer'", "lr")
-        _positive(stage["optimizer"].get("weight_decay"), f"{swhere}, key 'optimizer'", "weight_decay", zero=True)
         stage["schedule"] = _named(stage["schedule"] or "constant", SCHEDULES, f"{swhere}, key 'schedule'", "schedules")
-        if stage["schedule"]["name"] == "step":
-            _positive(stage["schedule"]["step_epochs"], f"{swhere}, key 'schedule'", "step_epochs", integer=True)
+        _check_hyperparameters(stage, swhere)
         augment = stage["augment"] or []
         if not isinstance(augment, list):
             raise RecipeError(f"{swhere}: key 'augment' must be a list of augmentations ({{plugin: NAME, ...}})")
@@ -337,6 +391,10 @@ def validate_training_recipe(recipe: Mapping[str, Any], *, where: str, check_par
                                   f"({', '.join(n for n, j in seen.items() if j < i) or 'none'}) nor an existing path")
         if stage["eval_at_start"] is None:
             stage["eval_at_start"] = source is not None
+        from asczoo.distill import check_spec  # local: asczoo.distill imports the engine lazily only
+
+        stage["distill"] = check_spec(stage["distill"], where=swhere,
+                                      earlier=[n for n, j in seen.items() if j < i])
         out["stages"].append(stage)
     if check_parts:
         _check_parts(out, where)

@@ -122,8 +122,10 @@ def waveform_metadata(wrapper: WaveformModel) -> dict[str, str]:
 
 def export_onnx_with_frontend(model, path: str | os.PathLike, *, channels: int = 2, opset: int | None = None,
                               optimize: bool = True, verify: bool = True, atol: float = 1e-4):
-    """Export waveform -> logits (see the module docstring) to ``path``, written atomically, and check
-    it with onnxruntime against the model and its own PyTorch frontend at batches 1 and 3."""
+    """Export waveform -> logits (see the module docstring) to ``path``. As :func:`asczoo.export.export_onnx`
+    does, the batch axis is captured as dynamic with no fallback, the graph is checked with onnxruntime
+    at :data:`asczoo.export.VERIFY_BATCHES` against the model and its own PyTorch frontend, and only
+    then written (atomically)."""
     from asczoo import export
 
     path = Path(path)
@@ -141,13 +143,15 @@ def export_onnx_with_frontend(model, path: str | os.PathLike, *, channels: int =
                                      f"{export._root_cause(exc)}") from exc
         proto = program.model_proto
         add_metadata(proto, model, wrapper)
+        data = proto.SerializeToString()
+        diff = None
+        if verify:
+            diff = max(verify_with_frontend(model, data, batch=b, atol=atol, channels=channels, name=path)
+                       for b in export.VERIFY_BATCHES)
         from asczoo.atomic import atomic_write
 
         with atomic_write(path, "wb") as f:
-            f.write(proto.SerializeToString())
-        diff = None
-        if verify:
-            diff = max(verify_with_frontend(model, path, batch=b, atol=atol, channels=channels) for b in (1, 3))
+            f.write(data)
         return export.ExportResult(path, diff)
     finally:
         model.train(was_training)
@@ -155,19 +159,13 @@ def export_onnx_with_frontend(model, path: str | os.PathLike, *, channels: int =
 
 def torch_export(module: nn.Module, example: torch.Tensor, *, opset: int, optimize: bool, dynamic_shapes=None,
                  input_name: str = INPUT_NAME):
-    """``torch.onnx.export`` (dynamo) of ``module`` with asczoo's translation table, input ``waveform``."""
-    import warnings
-
+    """:mod:`asczoo.export`'s capture and conversion (``torch.export``, no fallback, asczoo's
+    translation table) with the graph input named ``waveform``."""
     from asczoo import export
 
     export._require("onnx", "onnxscript")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=(DeprecationWarning, FutureWarning, UserWarning))
-        return torch.onnx.export(
-            module, (example,), dynamo=True, input_names=[input_name], output_names=[export.OUTPUT_NAME],
-            dynamic_shapes=dynamic_shapes, opset_version=opset, optimize=optimize, verbose=False, report=False,
-            custom_translation_table=export.onnx_translation_table(),
-        )
+    return export._torch_export(module, example, opset=opset, optimize=optimize, dynamic_shapes=dynamic_shapes,
+                                input_name=input_name)
 
 
 def add_metadata(proto, model, wrapper: WaveformModel) -> None:
@@ -190,25 +188,34 @@ def example_waveforms(wrapper: WaveformModel, *, batch: int, seed: int) -> torch
     return (0.1 * torch.randn(batch, f.channels, f.samples, generator=g)).to(f.dft.device)
 
 
-def verify_with_frontend(model, path: str | os.PathLike, *, batch: int, atol: float = 1e-4, channels: int = 2,
-                         seed: int = 1) -> float:
+def verify_with_frontend(model, source: str | os.PathLike | bytes, *, batch: int, atol: float = 1e-4,
+                         channels: int = 2, seed: int = 1, name: str | os.PathLike | None = None) -> float:
     """Largest |onnxruntime - PyTorch| logit difference on random waveforms, where PyTorch runs the
-    model's own frontend (``frontend.batch``); raises ExportError beyond ``atol``."""
+    model's own frontend (``frontend.batch``); raises ExportError beyond ``atol`` (times the largest
+    logit magnitude when above 1, as :func:`asczoo.export.verify_onnx`)."""
     import onnxruntime
 
     from asczoo import export
     from asczoo.frontend import create_frontend
 
     frontend = create_frontend(**model.frontend_config)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + batch)
     samples = int(round(float(model.frontend_config["clip_seconds"]) * frontend.sample_rate))
     wave = 0.1 * torch.randn(batch, channels, samples, generator=g)
     with torch.no_grad():
         expected = model(frontend.batch(wave, frontend.sample_rate).to(next(model.parameters()).device)).float().cpu()
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run([export.OUTPUT_NAME], {INPUT_NAME: wave.numpy()})
+    label = name if name is not None else ("the exported graph" if isinstance(source, bytes) else source)
+    session = onnxruntime.InferenceSession(source if isinstance(source, bytes) else str(source),
+                                           providers=["CPUExecutionProvider"])
+    try:
+        (got,) = session.run([export.OUTPUT_NAME], {INPUT_NAME: wave.numpy()})
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
+        raise export.ExportError(f"{label}: verification failed at batch {batch}: onnxruntime cannot run the "
+                                 f"exported {model.name} ({str(exc).strip()[:300]}); nothing was written") from exc
     diff = float((torch.from_numpy(got) - expected).abs().max())
-    if not diff <= atol:
-        raise export.ExportError(f"{path}: onnxruntime (waveform -> logits) and PyTorch (frontend + model) differ by "
-                                 f"up to {diff:.3g} (allowed {atol:g}) at batch {batch}")
+    allowed = atol * max(1.0, float(expected.abs().max()))
+    if not diff <= allowed:
+        raise export.ExportError(f"{label}: verification failed at batch {batch}: onnxruntime (waveform -> logits) and "
+                                 f"PyTorch (frontend + model) differ by up to {diff:.3g} (allowed {allowed:.3g}); "
+                                 "nothing was written")
     return diff

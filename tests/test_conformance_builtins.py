@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,6 +47,11 @@ VARIANTS: dict[tuple[str, str], list[dict]] = {
     ("relation_block", "senot"): [{"onnx": True}],
     ("head", "avgpool-fc"): [{"onnx": True}],
     ("frontend", "dcase-logmel"): [{"options": TINY_OVERRIDES["frontend"]}, {}],
+    # the conformance batch has 16 mel bands; two tiny responses (8 and 16 kHz) from tests/fixtures
+    ("augmentation", "device-ir"): [{"options": {"folder": str(Path(__file__).parent / "fixtures" / "device_irs"),
+                                                 "p": 0.7, "sample_rate": 8000, "n_fft": 64, "n_mels": 16}}],
+    ("augmentation", "freq-mixstyle"): [{}, {"options": {"p": 1.0, "alpha": 0.3}}],
+    ("augmentation", "roll"): [{}, {"options": {"axis": "freq", "max_shift": 3, "p": 0.5}}],
 }
 
 

@@ -158,3 +158,63 @@ def test_datasets_without_a_cache_apply_the_same_policy(broken):
     damaged.write_bytes(damaged.read_bytes()[:100])
     with pytest.raises(DataError, match="bus-lisbon-2-0-a.wav: truncated"):
         strict[strict.files.index("audio/bus-lisbon-2-0-a.wav")]
+
+
+# -- issue 14: paths outside the root, fold-file problems ---------------------------------------------------
+
+def _rewrite(path, transform):
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(transform(lines)) + "\n")
+
+
+@pytest.mark.parametrize("planted", ["../../outside.wav", "/etc/passwd", "/proc/self/environ", "audio/../../x.wav"])
+def test_rows_leaving_the_root_are_refused_naming_the_file_and_line(tmp_path, planted):
+    import asczoo
+
+    root = tmp_path / "data"
+    make_dcase_tree(root)
+    write_clip(tmp_path / "outside.wav", 99)  # a valid WAV outside the root must not be featurised
+    _rewrite(root / "evaluation_setup" / "fold1_train.csv", lambda ls: [*ls, f"{planted}\tbus"])
+    with pytest.raises(DataError, match=r"fold1_train\.csv, line \d+: the path leaves the dataset root") as info:
+        asczoo.create_dataset(NAME, root, frontend=TINY_FRONTEND)
+    assert info.value.problems[0].path == planted and info.value.problems[0].kind == "outside-root"
+    report = check_dataset(NAME, root, frontend=TINY_FRONTEND, progress=False)
+    assert "outside-root" in {p.kind for p in report.errors}
+    assert not any(planted in str(p) and p.kind not in ("outside-root",) for p in report.problems)
+
+
+def test_fold_file_problems_are_reported_by_check_data(tmp_path):
+    root = tmp_path / "data"
+    listed = make_dcase_tree(root)
+    setup = root / "evaluation_setup"
+    first = None
+
+    def broken_train(lines):
+        nonlocal first
+        first = lines[1].split("\t")[0]
+        other = "bus" if not lines[1].endswith("\tbus") else "airport"
+        return [lines[0], f"{first}\t{other}",  # contradicts meta.csv
+                f"./{lines[2].split(chr(9))[0]}\t{lines[2].split(chr(9))[1]}",  # same file in two spellings
+                lines[2].split("\t")[0].replace("/", "//") + "\t" + lines[2].split("\t")[1], *lines[3:]]
+
+    _rewrite(setup / "fold1_train.csv", broken_train)
+    report = check_dataset(NAME, root, frontend=TINY_FRONTEND, progress=False)
+    kinds = {p.kind for p in report.errors}
+    assert "label-conflict" in kinds and any(p.path == first for p in report.errors)
+    del listed
+
+    # one file listed under two spellings is one file: a duplicate
+    _rewrite(setup / "fold1_train.csv", lambda ls: [ls[0], *ls[2:]])  # drop the contradicting row
+    report = check_dataset(NAME, root, frontend=TINY_FRONTEND, progress=False)
+    assert [p.kind for p in report.errors] == ["duplicate"]
+
+    # a training list without a label column
+    _rewrite(setup / "fold1_train.csv", lambda ls: ["filename"] + [line.split("\t")[0] for line in ls[1:]])
+    report = check_dataset(NAME, root, frontend=TINY_FRONTEND, progress=False)
+    assert "no-label" in {p.kind for p in report.errors}
+
+    # an empty training list is a missing setup
+    (setup / "fold1_train.csv").write_text("")
+    report = check_dataset(NAME, root, frontend=TINY_FRONTEND, progress=False)
+    assert "missing-setup" in {p.kind for p in report.errors}
+    assert any("empty" in p.message for p in report.errors)

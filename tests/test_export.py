@@ -14,8 +14,8 @@ from torch import nn
 
 import asczoo
 from asczoo.cli import main
-from asczoo.export import ExportError, export_onnx
-from test_hub import CLASSES, features, tiny_model
+from asczoo.export import VERIFY_BATCHES, ExportError, export_onnx
+from test_hub import CLASSES, features, randomise, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,6 +83,67 @@ def test_onnx_export_of_a_block_whose_points_exclude_only_themselves(tmp_path):
     torch.testing.assert_close(run_onnx(result.path, x), expected, rtol=0, atol=1e-4)
 
 
+#: the default input (8 segments x 3 channels x 128 mel bands x 80 frames), where the relation blocks'
+#: kNN splits its scores into row blocks (a tiny input needs one block)
+FULL_INPUT = (8, 3, 128, 80)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_full_size_export_verifies_at_every_batch(name, tmp_path):
+    """At the full input size, tiny widths: the dynamic-batch file runs at batches 1, 2, 3 and 7.
+    (A row-block size computed from the traced batch was once baked into the graph: batch 3 failed.)"""
+    torch.manual_seed(0)
+    model = asczoo.create_model(name, overrides={"backbone": {"channels": [8, 16, 32, 64], "stem_width": 8},
+                                                 "classes": CLASSES})
+    randomise(model, 0)
+    model.eval()
+    assert model.input_shape == FULL_INPUT
+    assert VERIFY_BATCHES == (1, 2, 3, 7)
+    result = export_onnx(model, tmp_path / "m.onnx", optimize=False)
+    assert result.max_abs_diff is not None
+    for batch in (1, 3, 7):
+        xb = features(model, batch=batch, seed=10 + batch)
+        with torch.no_grad():
+            expected = model(xb)
+        scale = max(1.0, float(expected.abs().max()))  # float32 rounding grows with the logits
+        torch.testing.assert_close(run_onnx(result.path, xb), expected, rtol=0, atol=1e-4 * scale)
+
+
+@pytest.mark.slow
+def test_full_size_full_width_flagship_export_verifies(tmp_path):
+    torch.manual_seed(0)
+    model = asczoo.create_model(DYNAMIC, overrides={"classes": CLASSES})
+    randomise(model, 0)
+    result = export_onnx(model.eval(), tmp_path / "m.onnx")
+    assert result.max_abs_diff is not None
+
+
+def test_failed_verification_writes_nothing_and_keeps_an_older_file(tmp_path):
+    model = tiny_model("resnet18-segments")
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the file of an earlier export")
+    with pytest.raises(ExportError, match=r"m\.onnx: verification failed at batch 1: .*nothing was written"):
+        export_onnx(model, out, optimize=False, atol=-1.0)  # no difference is <= -1: verification fails
+    assert out.read_bytes() == b"the file of an earlier export"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary file left behind
+
+
+def test_cli_reports_a_failed_verification_in_one_line(tmp_path, capsys, monkeypatch):
+    import asczoo.export as export
+
+    def fails(*args, **kwargs):
+        raise ExportError("out.onnx: verification failed at batch 3: (test); nothing was written")
+
+    monkeypatch.setattr(export, "verify_onnx", fails)
+    folder = tiny_model("resnet18-segments").save_pretrained(tmp_path / "model")
+    out = tmp_path / "out.onnx"
+    assert main(["export", str(folder), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "verification failed at batch 3" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_cli_export_of_a_saved_model(tmp_path, capsys):
     model = tiny_model("resnet18-segments")
     folder = model.save_pretrained(tmp_path / "model")
@@ -139,3 +200,44 @@ def test_export_error_names_the_part(tmp_path):
                                           r".*asczoo_test\.host_tanh"):
         export_onnx(model, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+class BatchSizedBlock(nn.Module):
+    """A block that computes a size from the batch size, as the kNN's row blocks once did."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = max(1, 4 // x.shape[0])
+        parts = [x[:, i:i + step] for i in range(0, x.shape[1], step)]
+        return torch.cat(parts, dim=1) * self.scale.view(1, 1, -1, 1, 1)
+
+
+class BatchSizedPlugin:
+    @asczoo.hookimpl
+    def asczoo_register_relation_blocks(self, register):
+        def batch_sized(*, channels: int) -> nn.Module:
+            """A block whose graph depends on the batch size."""
+            return BatchSizedBlock(channels)
+
+        register("batch-sized", batch_sized)
+
+
+def test_a_batch_that_cannot_stay_dynamic_fails_even_without_verification(tmp_path):
+    """``--no-verify`` skips onnxruntime, not the guarantee: the capture keeps the batch symbolic with no
+    fallback, so a graph valid for the traced batch only is refused (the exporter's draft fallback
+    once baked such sizes in silently) and nothing is written."""
+    from asczoo import plugins
+
+    assert plugins.register_plugin(BatchSizedPlugin(), "batch-sized-test")
+    asczoo.register_recipes({"models": {"batch-sized-net": {
+        "extends": "resnet18-3d", "relation": {"plugin": "batch-sized", "placement": ["res3_1"]},
+    }}})
+    model = tiny_model("batch-sized-net")
+    with pytest.raises(ExportError, match=r"with a dynamic batch axis: .*--static-batch"):
+        export_onnx(model, tmp_path / "m.onnx", optimize=False, verify=False)
+    assert not (tmp_path / "m.onnx").exists()
+    result = export_onnx(model, tmp_path / "m.onnx", dynamic_batch=False, optimize=False)
+    assert result.max_abs_diff is not None

@@ -8,6 +8,7 @@ have been sent.
 from __future__ import annotations
 
 import json
+import re
 import os
 import pickle
 import shutil
@@ -169,6 +170,32 @@ def test_model_card_describes_the_model(tmp_path):
     assert config["metrics"]["accuracy"] == 0.8125 and config["metrics"]["per_class_accuracy"]["bus"] == 0.1
 
 
+def test_model_card_escapes_class_names(tmp_path):
+    """Issue 14 item 7: a class named ``<script>...`` (or holding Markdown) is text in the card, not markup."""
+    hostile = ["<script>alert(1)</script>", "a|b", "[x](https://evil.example)", *CLASSES[3:]]
+    torch.manual_seed(0)
+    model = asczoo.create_model("resnet18-segments", overrides={**TINY_OVERRIDES, "classes": hostile})
+    report = {"accuracy": 0.5, "per_class_accuracy": {c: 0.5 for c in hostile},
+              "confusion_matrix": [[1 if i == j else 0 for j in range(10)] for i in range(10)]}
+    folder = model.save_pretrained(tmp_path / "m", report=report)
+    body = (folder / "README.md").read_text().split("---\n", 2)[2]
+    body = re.sub(r"```yaml\n.*?\n```", "", body, flags=re.S)  # code blocks show YAML as text: inert
+    assert "<script>" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "[x](https://evil.example)" not in body  # the brackets are escaped: no link
+    assert "a\\|b" in body  # a table cell is not split
+
+
+def test_tsv_refuses_class_names_with_a_tab(tmp_path):
+    from asczoo.inference import collect_audio_files, predict_files
+    from data_fixtures import write_clip
+
+    torch.manual_seed(0)
+    model = asczoo.create_model("resnet18-segments", overrides={**TINY_OVERRIDES, "classes": ["a\tb", *CLASSES[1:]]})
+    write_clip(tmp_path / "x.wav", 1, seconds=1.0, rate=8000)
+    with pytest.raises(ValueError, match=r"class name 'a\\tb' holds a tab"):
+        predict_files(model, collect_audio_files([tmp_path / "x.wav"]), progress=False)
+
+
 # -- strictness ----------------------------------------------------------------------------------------
 
 
@@ -190,6 +217,13 @@ def test_loading_is_strict_about_weights(tmp_path):
     save_file({**state, "head.fc.bias": torch.zeros(3)}, str(folder / "model.safetensors"))
     with pytest.raises(hub.ModelFormatError, match=r"wrong shape: head\.fc\.bias \(file \(3,\), model \(10,\)\)"):
         asczoo.from_pretrained(folder)
+
+    # issue 14: weights stored in another dtype are refused, not silently cast
+    for dtype in (torch.float16, torch.int64, torch.bool):
+        save_file({**state, "head.fc.weight": state["head.fc.weight"].to(dtype)}, str(folder / "model.safetensors"))
+        name = str(dtype).removeprefix("torch.")
+        with pytest.raises(hub.ModelFormatError, match=rf"wrong dtype: head\.fc\.weight \(file {name}, model float32\)"):
+            asczoo.from_pretrained(folder)
 
 
 def test_config_is_checked_field_by_field(tmp_path):
@@ -445,6 +479,35 @@ def test_publish_refuses_runs_without_a_safetensors_model(tmp_path, monkeypatch)
     assert main(["publish", str(run), "--repo", "org/x"]) == 2
     assert fake.calls == [] and not (tmp_path / "pwned").exists()
     with pytest.raises(FileNotFoundError, match=r"no saved model .*only last\.pt, which asczoo never loads"):
+        hub.find_run_files(run)
+
+
+@pytest.mark.parametrize("where", ["run", "model", "model-dir"])
+def test_publish_never_follows_a_symlink_out_of_the_run(tmp_path, monkeypatch, capsys, where):
+    """Issue 14 item 2: a confusion_matrix.png (or a model folder) linking to a secret is refused, dry run included."""
+    from asczoo.cli import main
+
+    fake = FakeHub().install(monkeypatch)
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:SECRET")
+    run = make_run_dir(tmp_path, tiny_model("resnet18-segments"))
+    if where == "model-dir":  # the whole model folder is a link to one outside the run
+        outside = tiny_model("resnet18-segments").save_pretrained(tmp_path / "elsewhere")
+        import shutil
+
+        shutil.rmtree(run / "model")
+        (run / "model").symlink_to(outside)
+    else:
+        png = run / "confusion_matrix.png" if where == "run" else run / "model" / "confusion_matrix.png"
+        png.unlink(missing_ok=True)
+        png.symlink_to(secret)
+    preview = tmp_path / "preview"
+    assert main(["publish", str(run), "--repo", "org/x", "--dry-run", str(preview)]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert main(["publish", str(run), "--repo", "org/x"]) == 2
+    assert fake.calls == []
+    assert not any(b"SECRET" in p.read_bytes() for p in preview.rglob("*") if p.is_file())
+    with pytest.raises(hub.UnsafeWeightsError, match="symbolic link"):
         hub.find_run_files(run)
 
 

@@ -97,7 +97,7 @@ def test_cli_writes_submission_and_scores_and_skips_bad_files(saved, audio, tmp_
     err = capsys.readouterr().err
     assert code == 1
     assert "skipped audio/d_corrupt.wav: unreadable audio (" in err
-    assert "3 file(s) classified" in err and "1 unreadable file(s) skipped" in err
+    assert "3 file(s) classified" in err and "1 file(s) skipped" in err
 
     names = ["audio/a_mono_44k.wav", "audio/b_stereo_48k.wav", "audio/c_long_35s.wav"]
     expected = {n: model.predict(audio / n.split("/")[1]) for n in names}
@@ -134,3 +134,34 @@ def test_cli_files_to_stdout_and_unusable_inputs(saved, audio, tmp_path, capsys)
     # a registry model without published weights would predict at random: refused
     assert main(["predict", "resnet18-3d", str(audio / "a_mono_44k.wav")]) == 2
     assert "has no published weights" in capsys.readouterr().err
+
+
+def test_names_that_are_not_utf8_special_files_and_tabs(saved, audio, tmp_path, capsys):
+    """Issue 14 items 3, 7 and 8: a valid WAV with a non-UTF-8 name is classified (its TSV row holds the
+    name's bytes); a FIFO is never opened (no hang); a name with a tab is refused, not written."""
+    import os
+    import shutil
+
+    _, folder = saved
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.wav")
+    shutil.copy(audio / "b_stereo_48k.wav", odd)
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    tabbed = tmp_path / "a\tb.wav"
+    shutil.copy(audio / "b_stereo_48k.wav", tabbed)
+    out = tmp_path / "sub.tsv"
+    code = main(["predict", str(folder), odd, str(fifo), str(tabbed), "-q", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    rows = out.read_bytes().splitlines()
+    assert len(rows) == 2 and rows[1].split(b"\t")[0] == os.fsencode(odd)
+    assert "is a FIFO (named pipe), not a regular audio file" in err and "holds a tab" in err and "utf-8" not in err
+    assert "2 file(s) skipped" in err
+
+
+def test_a_zero_hop_is_refused_as_an_argument(saved, audio, capsys):
+    """Issue 14 item 8: `--hop 0` names the argument instead of reporting unreadable files."""
+    _, folder = saved
+    assert main(["predict", str(folder), str(audio / "a_mono_44k.wav"), "--hop", "0", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--hop" in err and "positive" in err and "unreadable" not in err

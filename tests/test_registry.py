@@ -103,10 +103,11 @@ def test_overrides_are_validated_like_recipes():
     assert len(model.relations) == 0
 
 
-def test_backbone_keys_pass_through_to_timm():
+def test_backbone_forwards_timm_options_and_names_unknown_keys():
     model = asczoo.create_model("resnet18-3d", overrides={**TINY_OVERRIDES, "backbone": {**TINY_OVERRIDES["backbone"], "drop_rate": 0.25}})
     assert model.backbone.model.drop_rate == 0.25
-    with pytest.raises(TypeError):
+    # not a timm TypeError from deep inside create_model: the recipe check names the key
+    with pytest.raises(asczoo.RecipeError, match="section 'backbone': unknown key 'not_a_timm_arg'"):
         asczoo.create_model("resnet18-3d", overrides={"backbone": {"not_a_timm_arg": 1}})
 
 
@@ -122,8 +123,12 @@ def test_arch_tag_names_select_pinned_weights():
 
 
 def test_backbone_refuses_timm_keys_that_load_files(tmp_path):
-    with pytest.raises(ValueError, match="'checkpoint_path' would make timm load weights"):
+    with pytest.raises(asczoo.RecipeError, match="section 'backbone': unknown key 'checkpoint_path'"):
         asczoo.create_model("resnet18-3d", overrides={"backbone": {"checkpoint_path": str(tmp_path / "x.pth")}})
+    from asczoo_plugins.timm_resnet import TimmResNet  # the class, used directly, refuses them too
+
+    with pytest.raises(ValueError, match="'checkpoint_path' would make timm load weights"):
+        TimmResNet("resnet18", checkpoint_path=str(tmp_path / "x.pth"))
 
 
 def test_paper_figures_are_not_inherited_by_other_files():

@@ -111,3 +111,86 @@ def test_resume_refuses_a_different_recipe(tmp_path):
     # engine settings may change; a finished run resumes to the same result
     again = train(recipe, data=data, out=run, resume=True, overrides=["engine.num_workers=1"])
     assert again.stages["stage1"].accuracy == json.loads((run / "stage1" / "done.json").read_text())["accuracy"]
+
+
+# -- issue 14: refusing what cannot be resumed -----------------------------------------------------------------
+
+def _one_checkpoint(directory: Path):
+    from asczoo.checkpoint import Checkpointer, rng_state
+
+    ckpt = Checkpointer(directory)
+    state = {"optimizer": {}, "scheduler": {}, "rng": rng_state(), "history": "[]", "best": "", "epoch": 1}
+    ckpt.save(epoch=1, model_state={"w": torch.ones(2)}, state=state)
+    return ckpt
+
+
+@pytest.mark.parametrize("damage", ["not-json", "foreign", "outside", "absolute", "pickle", "missing"])
+def test_a_corrupt_foreign_or_hostile_checkpoint_is_refused_with_the_reason(tmp_path, damage):
+    import pickle
+
+    from asczoo.checkpoint import CheckpointError
+
+    ckpt = _one_checkpoint(tmp_path / "stage1")
+    pointer = json.loads(ckpt.pointer.read_text())
+    secret = tmp_path / "secret.safetensors"
+    secret.write_bytes(b"not yours")
+    expected = {"not-json": "not the JSON", "foreign": "format", "outside": "key 'weights'",
+                "absolute": "key 'state'", "pickle": "never unpickles", "missing": "does not exist"}[damage]
+    if damage == "not-json":
+        ckpt.pointer.write_text("{epoch: 3,")
+    elif damage == "foreign":
+        ckpt.pointer.write_text(json.dumps({"epoch": 3, "model": "x"}))
+    elif damage == "outside":
+        ckpt.pointer.write_text(json.dumps({**pointer, "weights": "../../../../../etc/passwd"}))
+    elif damage == "absolute":
+        ckpt.pointer.write_text(json.dumps({**pointer, "state": str(secret)}))
+    elif damage == "pickle":
+        class Planted:
+            def __reduce__(self):
+                return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+        (ckpt.directory / pointer["state"]).write_bytes(pickle.dumps({"epoch": Planted()}))
+    else:
+        (ckpt.directory / pointer["weights"]).unlink()
+    with pytest.raises(CheckpointError, match=expected) as info:
+        info_ = ckpt.latest()
+        ckpt.load(info_)
+    message = str(info.value)
+    assert "\n" not in message and "weights_only=False" not in message
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_resume_locks_the_run_and_refuses_another_data_root(tmp_path):
+    from asczoo.arguments import RecipeError
+    from asczoo.training import RunLock, RunLockedError, train
+
+    data = make_data(tmp_path / "data")
+    recipe = tiny_recipe(stage1_epochs=1)
+    recipe["stages"] = recipe["stages"][:1]
+    run = tmp_path / "run"
+    train(recipe, data=data, out=run)
+
+    held = RunLock(run)
+    held.acquire()  # another run is going on in this directory
+    with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
+        train(recipe, data=data, out=run, resume=True)
+    held.release()
+
+    moved = tmp_path / "moved"
+    os.rename(data, moved)
+    with pytest.raises(RecipeError, match="allow-data-change"):
+        train(recipe, data=moved, out=run, resume=True)
+    again = train(recipe, data=moved, out=run, resume=True, allow_data_change=True)
+    assert again.stages["stage1"].accuracy == json.loads((run / "stage1" / "done.json").read_text())["accuracy"]
+
+
+def test_a_corrupt_done_record_is_refused_with_the_reason(tmp_path):
+    from asczoo.arguments import RecipeError
+    from asczoo.training import _run_stage
+
+    stage_dir = tmp_path / "run" / "stage1"
+    stage_dir.mkdir(parents=True)
+    (stage_dir / "done.json").write_text('{"name": "stage1", "evil": 1}')
+    with pytest.raises(RecipeError, match=r"done\.json: not the record of a finished stage"):
+        _run_stage("r", {}, 0, {"name": "stage1"}, runtime=None, run_dir=tmp_path / "run", root=tmp_path,
+                   cache_dir=tmp_path, data_cache={}, results={}, callbacks=(), say=print)

@@ -136,3 +136,57 @@ def test_synth_command(tmp_path, capsys):
     assert cli(["synth", str(out), "--clips", "4", "--classes", "2", "--seconds", "0.5", "--sample-rate", "8000",
                 "--no-progress"]) == 0
     assert len(list((out / "audio").glob("*.wav"))) == 4
+
+
+def test_a_rerun_never_deletes_or_rewrites_files_it_did_not_write(tmp_path):
+    """Issue 14 item 1: a user's own recordings in an earlier synthetic dataset's folder survive."""
+    root = tmp_path / "data"
+    synthesize(root, clips=8, classes=2, seconds=0.25, sample_rate=8000, progress=False)
+    manifest = json.loads((root / "synth.json").read_text())
+    assert manifest["complete"] and "meta.csv" in manifest["files"] and len(manifest["files"]) == 8 + 4
+    mine = root / "audio" / "my-recording.wav"
+    mine.write_bytes(b"RIFF my own data")
+    meta = (root / "meta.csv").read_text()
+    with pytest.raises(FileExistsError, match="audio/my-recording.wav"):
+        synthesize(root, clips=4, classes=2, seconds=0.25, sample_rate=8000, progress=False)
+    assert mine.read_bytes() == b"RIFF my own data" and (root / "meta.csv").read_text() == meta
+    # told to, it writes into the folder, removing only the clips its manifest lists
+    synthesize(root, clips=4, classes=2, seconds=0.25, sample_rate=8000, progress=False, overwrite=True)
+    assert mine.read_bytes() == b"RIFF my own data"
+    assert len(list((root / "audio").glob("*.wav"))) == 4 + 1
+
+
+def test_training_does_not_resynthesise_over_a_users_files(tmp_path):
+    """`asczoo train quickstart --data DIR` with another data.synth than DIR/synth.json refuses, no prompt."""
+    from asczoo.training import _synthesize
+
+    class Runtime:
+        is_main, progress, num_workers = True, False, 0
+
+    root = tmp_path / "data"
+    synthesize(root, clips=8, classes=2, seconds=0.25, sample_rate=8000, progress=False)
+    (root / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in (root / "audio").iterdir())
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        _synthesize(root, {"clips": 4, "classes": 2, "seconds": 0.25, "sample_rate": 8000}, Runtime(), print)
+    assert sorted(p.name for p in (root / "audio").iterdir()) == before
+    assert (root / "notes.txt").read_text() == "mine"
+
+
+def test_quickstart_fresh_removes_only_a_run(tmp_path, capsys):
+    """`asczoo quickstart --fresh --out DIR` must not delete a folder that is not an asczoo run."""
+    mine = tmp_path / "music"
+    mine.mkdir()
+    (mine / "song.wav").write_bytes(b"RIFF mine")
+    assert cli(["quickstart", "--fresh", "--out", str(mine)]) == 2
+    assert "not an asczoo run directory" in capsys.readouterr().err
+    assert (mine / "song.wav").read_bytes() == b"RIFF mine"
+
+
+def test_class_names_with_a_tab_are_refused(tmp_path):
+    from asczoo.data_checks import DataError
+
+    root = tmp_path / "data"
+    synthesize(root, clips=4, classes=2, seconds=0.25, sample_rate=8000, progress=False)
+    with pytest.raises(DataError, match="tab or line break"):
+        asczoo.create_dataset("dcase2019-task1a", root, classes=["airport", "a\tb"])

@@ -156,3 +156,21 @@ def test_in_process_plugin_training_recipes_are_seen():
 
     assert plugins.register_plugin(Recipes(), "in-process-recipes")
     assert "my-in-process-recipe" in training_recipes.list_training_recipes()
+
+
+def test_set_switches_the_schedule_and_optimiser_kind():
+    """Issue 14 item 8: `--set schedule.name=cosine` replaces a step schedule (its step_epochs go with it)."""
+    from asczoo import training_recipes
+
+    _, base = training_recipes.load("quickstart")
+    assert base["stages"][0]["schedule"]["name"] == "step"
+    _, rec = training_recipes.load("quickstart", ["stages.0.schedule.name=cosine"])
+    assert rec["stages"][0]["schedule"] == {"name": "cosine", "min_lr": 0.0}
+    _, rec = training_recipes.load("quickstart", ["stages.0.schedule.name=cosine", "stages.0.schedule.min_lr=0.001"])
+    assert rec["stages"][0]["schedule"] == {"name": "cosine", "min_lr": 0.001}
+    # the same kind still merges option by option
+    _, rec = training_recipes.load("quickstart", ["stages.0.schedule.step_epochs=3"])
+    assert rec["stages"][0]["schedule"]["step_epochs"] == 3 and rec["stages"][0]["schedule"]["name"] == "step"
+    lr = base["stages"][0]["optimizer"]["lr"]
+    _, rec = training_recipes.load("quickstart", ["stages.0.optimizer.name=adam", f"stages.0.optimizer.lr={lr}"])
+    assert rec["stages"][0]["optimizer"]["name"] == "adam" and "momentum" not in rec["stages"][0]["optimizer"]

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-import yaml
+from asczoo import safe_yaml
 
 COMMAND = "extract"
 HELP = "compute a dataset's features once (in parallel, resumable) into a feature cache, with training statistics"
@@ -23,7 +23,7 @@ def parse_assignments(items: list[str] | None, what: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"{what}: expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        out[key.strip()] = safe_yaml.safe_load(value) if value.strip() else None
     return out
 
 

@@ -39,6 +39,8 @@ def stage_shapes(model, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def describe(model) -> dict:
+    from asczoo.complexity import measure
+
     counts = model.parameter_counts()
     relations = {}
     for placement, block in model.relations.items():
@@ -55,6 +57,7 @@ def describe(model) -> dict:
         "paper_params_m": (model.recipe.get("paper") or {}).get("params_m"),
         "stages": [{"stage": label, "shape": list(shape)} for label, shape in stage_shapes(model)],
         "relations": relations,
+        "complexity": measure(model).to_dict(),
     }
 
 
@@ -76,6 +79,10 @@ def run(args) -> int:
     paper = f" (paper: {info['paper_params_m']} M)" if info["paper_params_m"] else ""
     print(f"\nparameters: {c['total'] / 1e6:.3f} M{paper}  "
           f"[backbone {c['backbone']:,}, relation blocks {c['relations']:,}, head {c['head']:,}]")
+    x = info["complexity"]
+    print(f"complexity: {x['macs_per_clip'] / 1e6:.3f} M MACs per clip, {x['parameter_bytes'] / 1024:.1f} kB at fp32; "
+          f"DCASE 2024/2025 limits {'hold' if x['dcase_limits']['holds'] else 'do not hold'} "
+          "(`asczoo complexity` for int8/fp16 and per layer)")
     print(f"\ninput (N, C, F, T): {tuple(info['input_shape'])}")
     print("feature map after each stage (N, C, F, T):")
     for row in info["stages"]:

@@ -68,7 +68,13 @@ def run(args) -> int:
     elif args.output:
         write_submission(results, args.output)
     else:
-        sys.stdout.write(format_submission(results))
+        text = format_submission(results)
+        if hasattr(sys.stdout, "buffer"):  # names that are not UTF-8 go out as the bytes they are on disk
+            sys.stdout.flush()
+            sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape"))
+            sys.stdout.buffer.flush()
+        else:
+            sys.stdout.write(text)
     if args.dcase_output:
         write_dcase_output(results, model.classes, args.dcase_output)
     scores = args.scores or (default_scores_path(args.output) if args.output else None)
@@ -78,5 +84,5 @@ def run(args) -> int:
     done = len(results) - failed
     where = f" -> {args.output}" + (f", scores {scores}" if scores else "") if args.output else ""
     print(f"asczoo predict: {done} file(s) classified{where}"
-          + (f"; {failed} unreadable file(s) skipped" if failed else ""), file=sys.stderr)
+          + (f"; {failed} file(s) skipped (see above)" if failed else ""), file=sys.stderr)
     return 1 if failed else 0

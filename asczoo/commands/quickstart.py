@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     out = Path(args.out)
     if args.fresh and out.exists():
+        if not (out / "recipe.yaml").is_file() and any(out.iterdir()):
+            # --fresh removes a run, never a folder that holds something else (the user's files)
+            raise FileExistsError(f"{out} is not an asczoo run directory (no recipe.yaml); --fresh removes only "
+                                  "runs: choose another --out")
         shutil.rmtree(out)
     result = train("quickstart", out=out, resume=True, overrides=args.overrides)
     trained = time.perf_counter()

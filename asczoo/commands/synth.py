@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=None, help="clip length (default 10; --layout: the dataset's)")
     parser.add_argument("--sample-rate", type=int, default=None, help="default 48000 (--layout: the dataset's)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default 0: this process)")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty directory")
+    parser.add_argument("--overwrite", action="store_true", help="write into a directory holding files asczoo synth did not write (its meta.csv and fold lists are replaced; no file is deleted but those of an earlier synthesis)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/RECIPE-TIMESTAMP)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint (starts it if there is none)")
+    parser.add_argument("--allow-data-change", action="store_true",
+                        help="with --resume: accept another dataset root than the run was started with")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, repeatable: stages.1.epochs=3, stages.stage1.optimizer.lr=0.05, "
                              "engine.compile=true, seed=1")
@@ -59,5 +61,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from asczoo.training import train
 
-    train(args.recipe, data=args.data, out=args.out, resume=args.resume, overrides=overrides)
+    train(args.recipe, data=args.data, out=args.out, resume=args.resume, overrides=overrides,
+          allow_data_change=args.allow_data_change)
     return 0

@@ -50,7 +50,9 @@ class LeftRightSwap:
         check_batch(features, targets, "lr-swap")
         count = features.shape[0] if self.per == "sample" else 1
         swap = (self.random.rand(count, device=features.device) < self.p).expand(features.shape[0])
-        swapped = features[:, :, [1, 0, 2]]
+        # slices, not indexing with a Python list: that builds a host index tensor and copies it to the
+        # device at every step, which waits for the device queue
+        swapped = torch.cat((features[:, :, 1:2], features[:, :, 0:1], features[:, :, 2:]), dim=2)
         mask = swap.view(-1, 1, 1, 1, 1)
         return torch.where(mask, swapped, features), targets
 

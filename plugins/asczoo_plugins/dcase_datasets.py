@@ -47,9 +47,15 @@ def _dcase(
     meta = read_labelled_table(meta_path) if meta_path.is_file() else None
     location = {f: (g or location_of(f)) for f, _, g in meta} if meta else {}
 
+    meta_labels = {f: label for f, label, _ in meta or [] if label}
+    list_problems: list[Problem] = []  # rows of the fold lists that cannot be used as they are
+
     def listed(part: str) -> tuple[list[tuple[str, str | None]], str]:
         path = find_setup_file(base, fold, part, extensions)
-        return read_setup_file(path), str(path.relative_to(base))
+        rows, source = read_setup_file(path), str(path.relative_to(base))
+        if part in ("train", "evaluate"):
+            list_problems.extend(_check_fold_list(rows, path, source, meta_labels))
+        return rows, source
 
     if fold is None:
         if meta is None:
@@ -93,9 +99,27 @@ def _dcase(
     listing = [(f, label, location.get(f) or location_of(f)) for f, label in rows]
     return ClipDataset(
         name=name, root=root, split=split, listing=listing, classes=classes, frontend=frontend,
-        cache_dir=cache_dir, skip_bad=skip_bad, source=source,
+        cache_dir=cache_dir, skip_bad=skip_bad, source=source, problems=list_problems,
         identity={"fold": fold, "options": _options(evaluate_fraction, seed, classes=given_classes)},
     )
+
+
+def _check_fold_list(rows: list[tuple[str, str | None]], path: Path, source: str,
+                     meta_labels: dict[str, str]) -> list[Problem]:
+    """The rows of a labelled fold list (train or evaluate) that would train on something else than meant:
+    a row without a label, or a label that contradicts ``meta.csv``. An empty list is refused outright."""
+    if not rows:
+        raise DataError(f"{path}: the list is empty; expected one labelled file per line",
+                        [Problem(str(path), "missing-setup", f"{source} is empty (no files listed)")])
+    problems = []
+    for file, label in rows:
+        if label is None:
+            problems.append(Problem(file, "no-label", f"listed in {source} without a label (expected a "
+                                                      "scene_label column in a training or evaluation list)"))
+        elif file in meta_labels and meta_labels[file] != label:
+            problems.append(Problem(file, "label-conflict", f"label {label!r} in {source} but "
+                                                            f"{meta_labels[file]!r} in meta.csv"))
+    return problems
 
 
 def _options(evaluate_fraction: float, seed: int, **more: Any) -> dict[str, Any]:

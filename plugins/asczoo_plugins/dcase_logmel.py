@@ -56,10 +56,13 @@ import torch
 import torchaudio.functional as taf
 
 from asczoo import hookimpl
+from asczoo.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from asczoo.frontend import segment_starts
 from asczoo.interfaces import Frontend
 
 PLUGIN = "dcase-logmel"
+#: upper bounds of the settings that size buffers (a window of n_fft, n_mels x n_fft filters, a clip)
+MAX_N_FFT, MAX_MELS, MAX_SEGMENTS, MAX_CLIP_SECONDS = 2**16, 1024, 1024, 600.0
 
 
 class DcaseLogMel(Frontend):
@@ -89,13 +92,17 @@ class DcaseLogMel(Frontend):
         long_clips: str,
         pad_mode: str,
     ) -> None:
-        _require(sample_rate > 0, "sample_rate", sample_rate, "a positive integer")
-        _require(n_fft >= 2, "n_fft", n_fft, "an integer >= 2")
-        _require(hop_length > 0, "hop_length", hop_length, "a positive integer")
-        _require(n_mels > 0, "n_mels", n_mels, "a positive integer")
-        _require(segments > 0, "segments", segments, "a positive integer")
+        # Bounds first: a config.json from anywhere builds a frontend, and window, filter bank and clip
+        # buffers are allocated from these numbers (n_fft 2**31 is an 8 GB window).
+        _require(MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE, "sample_rate", sample_rate,
+                 f"an integer from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} (Hz)")
+        _require(2 <= n_fft <= MAX_N_FFT, "n_fft", n_fft, f"an integer from 2 to {MAX_N_FFT}")
+        _require(0 < hop_length <= MAX_N_FFT, "hop_length", hop_length, f"an integer from 1 to {MAX_N_FFT}")
+        _require(0 < n_mels <= MAX_MELS, "n_mels", n_mels, f"an integer from 1 to {MAX_MELS}")
+        _require(0 < segments <= MAX_SEGMENTS, "segments", segments, f"an integer from 1 to {MAX_SEGMENTS}")
         _require(segment_frames > 0, "segment_frames", segment_frames, "a positive integer")
-        _require(clip_seconds > 0, "clip_seconds", clip_seconds, "a positive number of seconds")
+        _require(math.isfinite(clip_seconds) and 0 < clip_seconds <= MAX_CLIP_SECONDS, "clip_seconds", clip_seconds,
+                 f"a positive number of seconds, at most {MAX_CLIP_SECONDS}")
         _require(log_offset > 0, "log_offset", log_offset, "a positive number")
         nyquist = sample_rate / 2
         top = nyquist if f_max is None else float(f_max)

@@ -40,7 +40,9 @@ class FoldedLayout(SegmentLayout):
         return x.flatten(0, 1)
 
     def exit(self, y: torch.Tensor) -> torch.Tensor:
-        return y.unflatten(0, (-1, self.segments))
+        # reshape, not Tensor.unflatten: under a torch-function mode (the engine's GlobalBatchNorm) that
+        # Python method calls super().unflatten, which breaks a compiled graph at every call
+        return y.reshape(-1, self.segments, *y.shape[1:])
 
     def from_segments(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(0, 1)
@@ -74,6 +76,11 @@ class BatchNormAct3d(nn.BatchNorm3d):
         return self.act(self.drop(super().forward(x)))
 
 
+#: the largest temporal kernel accepted: it multiplies every conv weight's size, so a config.json's
+#: 10**9 would try to allocate terabytes
+MAX_TEMPORAL_KERNEL = 63
+
+
 def _triple(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
@@ -96,8 +103,9 @@ class Inflate3D(Inflator):
     def __init__(self, mode: str = "folded", temporal_kernel: int = 1, temporal_init: str = "mean") -> None:
         if mode not in ("folded", "conv3d"):
             raise ValueError(f"inflate-3d: mode {mode!r}; expected 'folded' or 'conv3d'")
-        if temporal_kernel < 1 or temporal_kernel % 2 == 0:
-            raise ValueError(f"inflate-3d: temporal_kernel must be an odd positive integer, got {temporal_kernel}")
+        if temporal_kernel < 1 or temporal_kernel % 2 == 0 or temporal_kernel > MAX_TEMPORAL_KERNEL:
+            raise ValueError(f"inflate-3d: temporal_kernel must be an odd positive integer, at most "
+                             f"{MAX_TEMPORAL_KERNEL} (it multiplies every conv weight), got {temporal_kernel}")
         if temporal_kernel > 1 and mode == "folded":
             raise ValueError(
                 "inflate-3d: temporal_kernel > 1 mixes neighbouring segments, which the folded mode cannot "

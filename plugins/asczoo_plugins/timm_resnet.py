@@ -8,9 +8,13 @@ paper's "PreAct-18"). ``stem`` selects the input stem:
 * ``authors``: the authors' code, a 3x3 stride-1 conv + 3x3 stride-2 max-pool (stage strides
   1, 2, 2, 2 as in timm), so stages output 64x40, 32x20, 16x10, 8x5: four times the points.
 
-``channels`` (stage widths) and ``stem_width`` work for both archs; every other keyword goes to
-``timm.create_model`` unchanged. ImageNet weights (``timm_pretrained: true``) need the network and
-are off by default.
+``channels`` (stage widths) and ``stem_width`` work for both archs; ``drop_rate``,
+``drop_path_rate`` and ``zero_init_last`` go to ``timm.create_model``. No other keyword does: a
+recipe or ``config.json`` may come from anywhere, and timm accepts keys (``block``, ``act_layer``,
+``global_pool``, ``num_classes``) that name classes, change the output or fail deep inside timm, so an
+unknown key is refused naming it. Widths are bounded (:data:`MAX_WIDTH`, :data:`MAX_IN_CHANS`) before
+anything is built. ImageNet weights (``timm_pretrained: true``) need the network and are off by
+default.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ ARCHS = ("resnet18", "resnetv2_18")
 _REFUSED_TIMM_KEYS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
                       "pretrained_strict", "cache_dir")
 _PLACEMENT = re.compile(PLACEMENT_PATTERN)
+#: largest stage or stem width accepted (four times ResNet-18's widest stage, 512: about 0.8 GB of
+#: float32 weights at 2048 in every stage) and input channel count
+MAX_WIDTH, MAX_IN_CHANS = 2048, 64
 
 
 def _parse_placement(placement: str) -> tuple[int, int]:
@@ -71,12 +78,17 @@ class TimmResNet(Backbone):
                 "or the network; recipes cannot set them (use timm_pretrained: true for ImageNet weights, "
                 "init_from or from_pretrained for asczoo weights)"
             )
+        if channels is not None and len(channels) != 4:
+            raise ValueError(f"timm-resnet: channels must list 4 stage widths, got {list(channels)}")
+        for key, values, limit in (("channels", channels or (), MAX_WIDTH), ("stem_width", [stem_width], MAX_WIDTH),
+                                   ("in_chans", [in_chans], MAX_IN_CHANS)):
+            for value in values:
+                if value is not None and not 1 <= value <= limit:
+                    raise ValueError(f"timm-resnet: {key} has {value!r}; expected integers from 1 to {limit}")
         self.arch = arch
         self.preact = arch == "resnetv2_18"
         kwargs = dict(timm_kwargs)
         if channels is not None:
-            if len(channels) != 4:
-                raise ValueError(f"timm-resnet: channels must list 4 stage widths, got {list(channels)}")
             kwargs["channels"] = tuple(int(c) for c in channels)
         if self.preact and stem_width is not None:
             kwargs["stem_chs"] = int(stem_width)  # resnetv2's name for the stem width
@@ -162,9 +174,21 @@ def timm_resnet(
     stem_width: int | None = None,
     in_chans: int = 3,
     timm_pretrained: bool = False,
-    **timm_kwargs: Any,
+    drop_rate: float | None = None,
+    drop_path_rate: float | None = None,
+    zero_init_last: bool | None = None,
 ) -> TimmResNet:
-    """timm ResNet-18 / pre-activation ResNet-18 with a choice of stem (timm's or the authors')."""
+    """timm ResNet-18 / pre-activation ResNet-18 with a choice of stem (timm's or the authors').
+
+    ``drop_rate`` (dropout before the classifier), ``drop_path_rate`` (stochastic depth) and
+    ``zero_init_last`` are timm's options (timm's defaults when left out); the signature is the
+    whole schema, so any other key is an error naming it.
+    """
+    for key, value in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ValueError(f"timm-resnet: {key} = {value!r}; expected a probability in [0, 1)")
+    timm_kwargs = {k: v for k, v in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate),
+                                     ("zero_init_last", zero_init_last)) if v is not None}
     return TimmResNet(
         arch, in_chans=in_chans, stem=stem, channels=channels, stem_width=stem_width,
         timm_pretrained=timm_pretrained, **timm_kwargs,

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from asczoo.ops import ieee_float32
+
 
 def fused_training(x: torch.Tensor) -> bool:
     """Whether the hand-written training passes of the relation layers may run on ``x``.
@@ -92,18 +94,37 @@ class Fold(NamedTuple):
         return (beta.to(self.scale.dtype) - self.scale * self.mean).to(dtype)
 
 
+#: devices where :func:`fold_batch_norm` may read a flag back to decide whether to fold (free on the
+#: host); on an accelerator that read would wait for the device queue in every layer of every step,
+#: so there the statistics come from centred rows instead (one more pass over ``x``, never refused)
+HOST_DECISION_DEVICES = ("cpu",)
+
+
 @torch.no_grad()
 def fold_batch_norm(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, eps: float) -> Fold | None:
     """Batch statistics of ``z = x W^T`` from ``x``'s column sums and ``x^T x`` (no pass over ``z``),
     or ``None`` where float32 rounding would spoil them (see :data:`FOLD_CONDITION`): then the
-    caller runs the plain layer."""
+    caller runs the plain layer. On devices outside :data:`HOST_DECISION_DEVICES` the covariance
+    comes from centred rows, which has no such cancellation, so it always folds (no host read).
+    The products run in IEEE float32 whatever the TF32 setting (:func:`asczoo.ops.ieee_float32`)."""
     n, stats = x.shape[0], torch.float64
-    mu = x.sum(0).to(stats) / n  # torch sums float32 in cascades: accurate, no float64 copy of x
-    second = (x.t() @ x).to(stats) / n
     w = weight.to(stats)
-    mean = w @ mu
-    var = ((w @ (second - torch.outer(mu, mu))) * w).sum(1).clamp_(min=0.0)
-    if x.dtype != torch.float64 and bool((mean * mean + var > FOLD_CONDITION * var).any()):
+    with ieee_float32():
+        mu = x.sum(0).to(stats) / n  # torch sums float32 in cascades: accurate, no float64 copy of x
+        if x.dtype == torch.float64 or x.device.type in HOST_DECISION_DEVICES:
+            second = (x.t() @ x).to(stats) / n
+            cov = second - torch.outer(mu, mu)
+            centred = False
+        else:
+            shift = mu.to(x.dtype)  # rows minus their (rounded) mean: E[(x - s)(x - s)^T] = cov + d d^T
+            rows = x - shift
+            d = mu - shift.to(stats)
+            cov = (rows.t() @ rows).to(stats) / n - torch.outer(d, d)
+            second = cov + torch.outer(mu, mu)
+            centred = True
+        mean = w @ mu
+        var = ((w @ cov) * w).sum(1).clamp_(min=0.0)
+    if not centred and x.dtype != torch.float64 and bool((mean * mean + var > FOLD_CONDITION * var).any()):
         return None
     invstd = (var + eps).rsqrt()
     return Fold(n, mu, second, mean, var, invstd, gamma.detach().to(stats) * invstd)

@@ -43,6 +43,9 @@ from asczoo_plugins.relation.pair_encoder import PairEncoder
 
 Distance = Literal["l2", "cosine"]
 PositionDistance = Literal["euclidean", "summed"]
+#: what the grouper's distances are computed in (see :mod:`.grouper`): "float32" (default: the points
+#: cast to float32, IEEE float32 whatever TF32) or "input" (the points' dtype, bf16 under bf16 autocast)
+GrouperPrecision = Literal["float32", "input"]
 
 
 class RelationBlock(nn.Module):
@@ -113,6 +116,7 @@ class RelationBlock(nn.Module):
             **{key: value for key, value in self.names.items() if key != "block"},
             "exclude_same_segment": self.grouper.exclude_same_segment,
             "shrink": self.grouper.shrink,
+            "grouper_precision": self.grouper.precision,
             "pair_widths": [self.pair.norm.num_features, *(layer.linear.out_features for layer in self.pair.layers)],
             "params": sum(p.numel() for p in self.parameters()),
         }
@@ -138,6 +142,7 @@ def build_relation_block(
     position_encoding_options: dict | None,
     aggregator: str,
     aggregator_options: dict | None,
+    grouper_precision: str = "float32",
 ) -> RelationBlock:
     """Assemble a :class:`RelationBlock` from part names (what the preset factories call)."""
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 4:
@@ -158,7 +163,8 @@ def build_relation_block(
     widths = (max(1, channels // 4), max(1, channels // 2))
     agg = _build_part("aggregator", aggregator, dict(aggregator_options or {}), where=where,
                       host_supplied={"channels": widths[-1]})
-    grouper = SemanticGrouper(k=k, distance=distance, exclude_same_segment=exclude_same_segment, shrink=shrink)
+    grouper = SemanticGrouper(k=k, distance=distance, exclude_same_segment=exclude_same_segment, shrink=shrink,
+                              precision=grouper_precision)
     names = {"block": preset, "position_encoding": position_encoding, "aggregator": aggregator}
     if position_distance is not None:
         names["position_distance"] = position_distance
@@ -179,6 +185,7 @@ def atresn(
     position_encoding_options: dict | None = None,
     aggregator: str = "attentive",
     aggregator_options: dict | None = None,
+    grouper_precision: GrouperPrecision = "float32",
 ) -> RelationBlock:
     """ATReSN: augmented positions through gamma (10 -> 16), pair encoder, attentive pooling (paper)."""
     return build_relation_block(preset="atresn", **_options(locals()))
@@ -196,6 +203,7 @@ def tresn(
     position_encoding_options: dict | None = None,
     aggregator: str = "max",
     aggregator_options: dict | None = None,
+    grouper_precision: GrouperPrecision = "float32",
 ) -> RelationBlock:
     """TReSN: ATReSN with max pooling over the neighbours (paper's ablation, Fig. 4)."""
     return build_relation_block(preset="tresn", **_options(locals()))
@@ -213,6 +221,7 @@ def senot(
     position_encoding_options: dict | None = None,
     aggregator: str = "max",
     aggregator_options: dict | None = None,
+    grouper_precision: GrouperPrecision = "float32",
 ) -> RelationBlock:
     """SeNoT: raw relative positions p_s - p_i (3 values), pair encoder, max pooling (SeNoT-Net)."""
     return build_relation_block(preset="senot", **_options(locals()))

@@ -1,0 +1,106 @@
+"""`asczoo package`: a DCASE 2025 Task 1 inference package, installed into a fresh environment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+import asczoo
+from asczoo.cli import main
+from asczoo.testing.tiny import tiny_overrides
+from data_fixtures import one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+NAME = "Tester_ZOO_task1_1"
+
+
+def saved_model(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = asczoo.create_model("resnet18-3d", overrides=tiny_overrides(), num_classes=3).eval()
+    model.save_pretrained(path)
+    return path
+
+
+def clips(folder: Path, count: int = 3, seconds: float = 2.0, rate: int = 8000) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        path = folder / f"clip{i}-{['a', 's4', 'b'][i % 3]}.wav"
+        soundfile.write(path, (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate)
+        paths.append(str(path))
+    return paths
+
+
+def test_package_layout_device_models_and_predict_in_process(tmp_path):
+    from asczoo import dcase_package
+
+    general, device_a = saved_model(tmp_path / "general"), saved_model(tmp_path / "a", seed=1)
+    assert main(["package", str(general), "--name", NAME, "--out", str(tmp_path / "pkg"),
+                 "--device-model", f"a={device_a}"]) == 0
+    base = tmp_path / "pkg" / "Tester_ZOO_task1"
+    assert (base / f"{NAME}.py").is_file() and (base / "resources" / "general" / "model.safetensors").is_file()
+    complexity = json.loads((tmp_path / "pkg" / "complexity.json").read_text())
+    assert set(complexity["models"]) == {"general", "a"} and complexity["models"]["a"]["MACs"] > 0
+    models = dcase_package.load_models(base / "resources")
+    assert models.for_device("a") is models.models["a"]
+    assert models.for_device("unknown") is models.models["general"] and models.for_device("s4") is models.models["general"]
+    files = clips(tmp_path / "audio")
+    logits, classes = dcase_package.predict(files, ["a", "s4", "b"], models)
+    assert classes == models.classes and len(logits) == 3 and logits[0].shape == (3,)
+    general_only, _ = dcase_package.predict(files[:1], ["unknown"], models)
+    assert not torch.allclose(logits[0], general_only[0]), "device a uses its own model"
+
+
+def test_bad_names_and_non_empty_out_are_refused(tmp_path, capsys):
+    general = saved_model(tmp_path / "general")
+    assert main(["package", str(general), "--name", "lowercase_x_task1_9", "--out", str(tmp_path / "p")]) == 2
+    assert "Lastname_INST_task1_N" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert main(["package", str(general), "--name", NAME, "--out", str(tmp_path / "full")]) == 2
+    assert main(["package", str(general), "--name", NAME, "--out", str(tmp_path / "q"), "--device-model", "zz=x"]) == 2
+
+
+@pytest.mark.slow
+def test_installed_package_predicts_what_asczoo_predict_does(tmp_path):
+    """Install asczoo and the generated package into a fresh venv (offline, no deps) and compare."""
+    general = saved_model(tmp_path / "general")
+    assert main(["package", str(general), "--name", NAME, "--out", str(tmp_path / "pkg")]) == 0
+    files = clips(tmp_path / "audio")
+    from test_new_plugin import ThrowawayEnv
+
+    # a fresh environment on top of this one (asczoo, torch from here); the package installed into it
+    # from its folder, as a user would (a real install, not editable: package data must come along)
+    env = ThrowawayEnv(tmp_path / "venv")
+    venv, python = tmp_path / "venv", str(env.python)
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-build-isolation",
+                           "--no-index", "--disable-pip-version-check", str(tmp_path / "pkg")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    env_vars = {**env.environ(), "OMP_NUM_THREADS": "1"}
+    script = ("import json, sys\n"
+              f"from Tester_ZOO_task1 import {NAME} as s\n"
+              "files = json.loads(sys.argv[1])\n"
+              "logits, classes = s.predict(files, ['a', 's4', 'unknown'])\n"
+              "print(json.dumps({'classes': classes, 'probs': [l.softmax(-1).tolist() for l in logits],"
+              " 'where': s.__file__}))\n")
+    out = subprocess.run([python, "-c", script, json.dumps(files)], capture_output=True, text=True,
+                         env=env_vars, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert str(venv) in result["where"], "the package is imported from the fresh environment"
+    assert main(["predict", str(general), *files, "--scores", str(tmp_path / "scores.tsv"), "--output",
+                 str(tmp_path / "sub.tsv"), "-q"]) == 0
+    rows = [line.split("\t") for line in (tmp_path / "scores.tsv").read_text().splitlines()]
+    header, body = rows[0], rows[1:]
+    assert result["classes"] == header[-3:]
+    expected = [[float(v) for v in row[-3:]] for row in body]
+    np.testing.assert_allclose(result["probs"], expected, atol=1e-4)
