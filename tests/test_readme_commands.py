@@ -135,6 +135,13 @@ def _check_other(tokens: list[str], line: int) -> None:
         contributing = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
         assert " ".join(tokens).replace("pip install -e", "pip install") in contributing.replace(
             "pip install -e", "pip install"), f"README line {line}: {' '.join(tokens)} is not in CONTRIBUTING.md"
+    elif first == "pip" and tokens[1:3] == ["install", "--no-deps"]:  # as CI installs it (the HEAR validator)
+        ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").replace('"', "")
+        assert f"pip install --no-deps {tokens[3]}" in ci, f"README line {line}: {' '.join(tokens)} is not in .ci/run"
+    elif first == "hear-validator":  # the HEAR submission validator, run on a module of asczoo
+        import importlib.util
+
+        assert importlib.util.find_spec(tokens[1]) is not None, f"README line {line}: no module {tokens[1]}"
     elif first == "pip":
         assert tokens[1:3] == ["install", "-e"] and (ROOT / tokens[3].split("[")[0].strip("\"'")).exists()
     elif first == "python" and tokens[1:2] == ["-m"]:
