@@ -592,7 +592,7 @@ def evaluate_multi_label(model: nn.Module, source: Features, *, runtime: Runtime
     scores = torch.zeros(len(source), num_classes, dtype=torch.float64, device=runtime.device)
     truth = torch.zeros(len(source), num_classes, dtype=torch.float64, device=runtime.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
-    for chunk in _chunks(indices, batch_size):
+    for chunk in (indices[start:start + batch_size] for start in range(0, len(indices), batch_size)):
         where = torch.as_tensor(chunk, device=runtime.device)
         if source.in_memory:
             features, labels = source.tensor[where].float(), source.labels[where]

@@ -33,7 +33,14 @@ def readme_commands() -> list[tuple[int, str, bool]]:
     """``(line, command, inline)`` for each command of the README."""
     found = []
     fence = None
-    for number, line in enumerate(README.read_text(encoding="utf-8").splitlines(), start=1):
+    lines = list(enumerate(README.read_text(encoding="utf-8").splitlines(), start=1))
+    joined = []  # a shell line continued with a trailing backslash is one command
+    for number, line in lines:
+        if joined and joined[-1][1].endswith("\\"):
+            joined[-1] = (joined[-1][0], joined[-1][1][:-1] + " " + line.strip())
+        else:
+            joined.append((number, line))
+    for number, line in joined:
         opening = re.match(r"^```(\S*)\s*$", line)
         if opening:
             fence = opening.group(1) if fence is None else None
