@@ -149,7 +149,8 @@ def _features(model, *, batch: int, seed: int) -> torch.Tensor:
     return torch.randn(batch, *model.input_shape, generator=generator).to(device)
 
 
-def _torch_export(module, example: torch.Tensor, *, opset: int, optimize: bool, dynamic_shapes=None):
+def _torch_export(module, example: torch.Tensor, *, opset: int, optimize: bool, dynamic_shapes=None,
+                  input_name: str = INPUT_NAME):
     """``torch.export`` (non-strict, no fallback), then the ONNX exporter on that program.
 
     ``torch.onnx.export`` given a module falls back, when capture fails, to strategies that may turn a
@@ -161,7 +162,7 @@ def _torch_export(module, example: torch.Tensor, *, opset: int, optimize: bool, 
         warnings.simplefilter("ignore", category=(DeprecationWarning, FutureWarning, UserWarning))
         captured = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
         return torch.onnx.export(
-            captured, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            captured, (example,), dynamo=True, input_names=[input_name], output_names=[OUTPUT_NAME],
             dynamic_shapes=dynamic_shapes, opset_version=opset, optimize=optimize, verbose=False,
             report=False, custom_translation_table=onnx_translation_table(),
         )

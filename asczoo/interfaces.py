@@ -19,6 +19,10 @@ from torch.utils.data import Dataset as TorchDataset
 
 #: The paper's placement names: ``res{stage}_{block}``, stage 1..4, block 1-based.
 PLACEMENT_PATTERN = r"^res([1-9])_([1-9][0-9]*)$"
+#: Any placement a recipe may name: the paper's ``res2_1`` or a backbone's own name for a place
+#: (``stage3``, ``blocks_4_1`` for module ``blocks.4.1``: no dots, since placements key a
+#: ``ModuleDict``); the backbone's ``block_path`` decides whether it exists.
+PLACEMENT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 AFTER_BLOCK = "after_block"
 BEFORE_FINAL_ACTIVATION = "before_final_activation"

@@ -37,3 +37,16 @@ def tiny():
     from asczoo.testing import tiny_overrides
 
     return tiny_overrides()
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache used by huggingface_hub for this test (offline)."""
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read at import; the env var is for subprocesses
+    assert constants.is_offline_mode(), "tests must run with HF_HUB_OFFLINE=1"
+    return cache

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import torch
 
 import asczoo
@@ -42,3 +45,17 @@ def features(model, batch: int = 2, seed: int = 123) -> torch.Tensor:
 def logits(model, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model.eval()(x)
+
+
+def seed_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str, *, ref: str | None = "main",
+                   files: list[str] | None = None) -> Path:
+    """Lay ``folder``'s files out as huggingface_hub's cache does: snapshots/<commit>/ and refs/<ref>."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in files or [p.name for p in folder.iterdir()]:
+        shutil.copy(folder / name, snapshot / name)
+    if ref is not None:
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+    return snapshot

@@ -87,6 +87,28 @@ def test_gpu_peak_table():
     assert math.isnan(bf16_peak("Some Future GPU"))
 
 
+def test_models_benchmark_runs_the_timm_backbones_at_test_size(capsys):
+    """The code path only (tiny widths, one repeat's worth): every timm pair is built, stepped and
+    divided by its own plain version."""
+    from benchmarks.models import main
+
+    got = main(["--quick", "--tiny", "--threads", "1", "--only", "*convnext-atto"])
+    assert set(got["train"]) == {"convnext-atto-3d", "atresn-net-convnext-atto"}
+    assert "atresn-net-convnext-atto" in capsys.readouterr().out
+
+
+def test_low_complexity_benchmark_quick(capsys):
+    """The low-complexity benchmark in its quick mode: counts within the limits, a RESULT line (the
+    timings themselves are not checked: the lead runs the benchmark)."""
+    from benchmarks.low_complexity import main
+
+    result = main(["--quick", "--threads", "1"])
+    assert all(r["ok"] for r in result["limits"].values())
+    values = common.parse_result(capsys.readouterr().out)
+    assert float(values["plain_mmacs"]) <= 30 and float(values["relation_int8_kb"]) <= 128
+    assert 0 <= float(values["resnet3d_int8_accuracy"]) <= 1
+
+
 @pytest.mark.slow  # 24 engine runs of two epochs each, 12 of them traced by dynamo
 def test_gpu_benchmark_dry_run_on_cpu(capsys, monkeypatch):
     """``--device cpu --quick``: every model at batches 16 and 64, eager and compiled (dynamo with the
@@ -109,15 +131,3 @@ def test_gpu_benchmark_dry_run_on_cpu(capsys, monkeypatch):
     result = common.parse_result(text)
     assert float(result["stage2_minutes"]) == pytest.approx(out["stage2_minutes"], rel=1e-3)
     assert "evaluation" in text and out["measured"] is False
-
-
-def test_low_complexity_benchmark_quick(capsys):
-    """The low-complexity benchmark in its quick mode: counts within the limits, a RESULT line (the
-    timings themselves are not checked: the lead runs the benchmark)."""
-    from benchmarks.low_complexity import main
-
-    result = main(["--quick", "--threads", "1"])
-    assert all(r["ok"] for r in result["limits"].values())
-    values = common.parse_result(capsys.readouterr().out)
-    assert float(values["plain_mmacs"]) <= 30 and float(values["relation_int8_kb"]) <= 128
-    assert 0 <= float(values["resnet3d_int8_accuracy"]) <= 1

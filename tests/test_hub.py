@@ -28,38 +28,13 @@ from asczoo.training.publish import find_run_files
 from asczoo.recipes.model_recipes import RecipeError
 from asczoo.testing import TINY_OVERRIDES
 from data_fixtures import one_thread  # noqa: F401 - fixture
-from model_fixtures import CLASSES, features, logits, tiny_model
+from model_fixtures import CLASSES, features, logits, seed_hub_cache, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = "asczoo-test/tiny-atresn"
 COMMIT_1 = "1" * 40
 COMMIT_2 = "2" * 40
-def seed_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str, *, ref: str | None = "main",
-                   files: list[str] | None = None) -> Path:
-    """Lay ``folder``'s files out as huggingface_hub's cache does: snapshots/<commit>/ and refs/<ref>."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    for name in files or [p.name for p in folder.iterdir()]:
-        shutil.copy(folder / name, snapshot / name)
-    if ref is not None:
-        (repo / "refs").mkdir(exist_ok=True)
-        (repo / "refs" / ref).write_text(commit)
-    return snapshot
-
-
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache used by huggingface_hub for this test (offline)."""
-    import huggingface_hub.constants as constants
-
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read at import; the env var is for subprocesses
-    assert constants.is_offline_mode(), "tests must run with HF_HUB_OFFLINE=1"
-    return cache
 
 
 class Evil:

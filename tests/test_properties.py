@@ -104,7 +104,7 @@ _json = st.recursive(
 
 @pytest.fixture(scope="module")
 def saved_config(tmp_path_factory):
-    from test_hub import tiny_model
+    from model_fixtures import tiny_model
 
     folder = tmp_path_factory.mktemp("model")
     tiny_model(seed=1).save_pretrained(folder)

@@ -21,7 +21,7 @@ import pytest
 
 from asczoo.cli import build_parser, main
 from data_fixtures import one_thread  # noqa: F401 - a fixture
-from test_hub import tiny_model
+from model_fixtures import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -33,7 +33,14 @@ def readme_commands() -> list[tuple[int, str, bool]]:
     """``(line, command, inline)`` for each command of the README."""
     found = []
     fence = None
-    for number, line in enumerate(README.read_text(encoding="utf-8").splitlines(), start=1):
+    lines = list(enumerate(README.read_text(encoding="utf-8").splitlines(), start=1))
+    joined = []  # a shell line continued with a trailing backslash is one command
+    for number, line in lines:
+        if joined and joined[-1][1].endswith("\\"):
+            joined[-1] = (joined[-1][0], joined[-1][1][:-1] + " " + line.strip())
+        else:
+            joined.append((number, line))
+    for number, line in joined:
         opening = re.match(r"^```(\S*)\s*$", line)
         if opening:
             fence = opening.group(1) if fence is None else None
@@ -135,6 +142,13 @@ def _check_other(tokens: list[str], line: int) -> None:
         contributing = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
         assert " ".join(tokens).replace("pip install -e", "pip install") in contributing.replace(
             "pip install -e", "pip install"), f"README line {line}: {' '.join(tokens)} is not in CONTRIBUTING.md"
+    elif first == "pip" and tokens[1:3] == ["install", "--no-deps"]:  # as CI installs it (the HEAR validator)
+        ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").replace('"', "")
+        assert f"pip install --no-deps {tokens[3]}" in ci, f"README line {line}: {' '.join(tokens)} is not in .ci/run"
+    elif first == "hear-validator":  # the HEAR submission validator, run on a module of asczoo
+        import importlib.util
+
+        assert importlib.util.find_spec(tokens[1]) is not None, f"README line {line}: no module {tokens[1]}"
     elif first == "pip":
         assert tokens[1:3] == ["install", "-e"] and (ROOT / tokens[3].split("[")[0].strip("\"'")).exists()
     elif first == "python" and tokens[1:2] == ["-m"]:

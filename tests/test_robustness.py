@@ -106,7 +106,7 @@ def test_fifo_is_not_opened(tmp_path):
 
 
 def test_predict_cli_refuses_bad_audio_by_name(tmp_path, capsys):
-    from test_hub import tiny_model
+    from model_fixtures import tiny_model
 
     folder = tmp_path / "model"
     tiny_model(seed=3).save_pretrained(folder)
@@ -192,7 +192,7 @@ def test_model_with_nan_weights_is_refused(tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
     from asczoo.hub import ModelFormatError, from_pretrained
-    from test_hub import tiny_model
+    from model_fixtures import tiny_model
 
     folder = tmp_path / "model"
     tiny_model(seed=3).save_pretrained(folder)
@@ -260,7 +260,7 @@ def test_set_value_with_alias_bomb_is_refused():
 
 @pytest.fixture
 def saved_folder(tmp_path):
-    from test_hub import tiny_model
+    from model_fixtures import tiny_model
 
     folder = tmp_path / "model"
     tiny_model(seed=3).save_pretrained(folder)
@@ -433,7 +433,7 @@ def test_extract_cli_skip_bad_names_the_1_hz_clip(bad_tree, tmp_path, capsys):
 
 
 def test_predict_waveform_refuses_nan_and_impossible_rates():
-    from test_hub import tiny_model
+    from model_fixtures import tiny_model
 
     model = tiny_model(seed=3)
     waveform = torch.zeros(2, 16000)
@@ -450,7 +450,7 @@ def test_init_from_weights_with_nan_is_refused(tmp_path):
     import asczoo
     from asczoo.hub import ModelFormatError
     from asczoo.testing import tiny_overrides
-    from test_hub import tiny_model
+    from model_fixtures import tiny_model
 
     folder = tmp_path / "model"
     tiny_model(seed=3).save_pretrained(folder)

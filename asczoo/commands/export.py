@@ -22,13 +22,39 @@ def add_arguments(parser) -> None:
                         help="do not run the file with onnxruntime (the batch axis is still captured as dynamic, "
                              "and a model that cannot keep it dynamic still fails to export)")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of MODEL")
+    parser.add_argument("--with-frontend", action="store_true",
+                        help="start the graph from the waveform (batch, channels, samples) at the model's sample "
+                             "rate: STFT, mel filter bank, log, segments and normalisation inside (dynamic batch)")
+    parser.add_argument("--channels", type=int, default=2, choices=(1, 2),
+                        help="with --with-frontend: waveform channels the graph takes (2; 1 = mono, duplicated)")
+
+
+def waveform_meta(path) -> str:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}["asczoo.waveform"]
 
 
 def run(args) -> int:
+    import json
+
     from asczoo.export import export_onnx
     from asczoo.models.factory import load_model
 
     model = load_model(args.model, revision=args.revision, device="cpu")
+    if args.with_frontend:
+        from asczoo.waveform_export import export_onnx_with_frontend
+
+        if args.static_batch:
+            raise ValueError("--with-frontend exports a dynamic batch axis; drop --static-batch")
+        result = export_onnx_with_frontend(model, args.output, channels=args.channels, opset=args.opset,
+                                           optimize=not args.no_optimize, verify=not args.no_verify)
+        check = (f"; onnxruntime matches PyTorch's frontend and model within {result.max_abs_diff:.2g} at batches "
+                 "1, 2, 3 and 7" if result.max_abs_diff is not None else "; not verified with onnxruntime")
+        meta = json.loads(waveform_meta(result.path))
+        print(f"wrote {result.path} ({model.name}, input waveform (batch, {meta['shape'][1]}, {meta['shape'][2]}) "
+              f"at {meta['sample_rate']} Hz){check}")
+        return 0
     result = export_onnx(model, args.output, opset=args.opset, dynamic_batch=not args.static_batch,
                          optimize=not args.no_optimize, verify=not args.no_verify)
     if result.max_abs_diff is not None:

@@ -10,6 +10,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard (default: all)")
     parser.add_argument("--pretrained", action="store_true", help="list arch.tag names with published weights")
     parser.add_argument("--all", action="store_true", help="also show recipes whose plugins are not loaded")
+    parser.add_argument("--params", action="store_true",
+                        help="build each model (default size, no weights loaded) and show its parameter count")
 
 
 def run(args) -> int:
@@ -28,7 +30,11 @@ def run(args) -> int:
         if entry.unavailable:
             print(f"{name:<{width}}  [unavailable] {entry.unavailable}")
         else:
-            print(f"{name:<{width}}  {(entry.resolved or {}).get('description', '')}")
+            params = ""
+            if args.params:
+                total = factory.create_model(name).parameter_counts()["total"]
+                params = f"{total / 1e6:.2f} M  "
+            print(f"{name:<{width}}  {params}{(entry.resolved or {}).get('description', '')}")
     if not names:
         print(f"no model matches {args.pattern!r}")
     return 0

@@ -38,7 +38,7 @@ from asczoo.parts import SECTIONS as SECTION_KINDS
 from asczoo.recipes._named import NamedEntry, NamedRegistry, read_recipe_file  # noqa: F401 - re-exported
 from asczoo.recipes.merge import deep_merge
 from asczoo.recipes.schema import RecipeError, check_arguments
-from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_PATTERN
+from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_NAME_PATTERN
 
 #: model recipe sections and the kind of part each names (from :data:`asczoo.parts.PART_KINDS`)
 SECTIONS = tuple(SECTION_KINDS)
@@ -52,7 +52,7 @@ RECIPE_KEYS = {*SECTIONS, "description", "extends", "num_classes", "classes", "w
 TASKS = ("single-label", "multi-label")
 REQUIRED_SECTIONS = ("backbone", "inflator", "head", "frontend")
 WEIGHT_KEYS = {"repo_id", "revision", "description", "metrics", "license", "default"}
-_PLACEMENT_RE = re.compile(PLACEMENT_PATTERN)
+_PLACEMENT_RE = re.compile(PLACEMENT_NAME_PATTERN)
 ENV_VAR = "ASCZOO_REGISTRY"
 
 
@@ -189,7 +189,7 @@ def _check_relation_host_keys(args: dict[str, Any], where: str) -> dict[str, Any
         raise RecipeError(f"{where}: key 'placement' must be a non-empty list such as [res2_1, res2_2]")
     for item in placement:
         if not isinstance(item, str) or not _PLACEMENT_RE.match(item):
-            raise RecipeError(f"{where}: key 'placement' has {item!r}; expected names like 'res2_1' (stage 2, block 1)")
+            raise RecipeError(f"{where}: key 'placement' has {item!r}; expected names like 'res2_1' (stage 2, block 1) or a backbone's own name such as 'stage3' or 'blocks_4_1' (module names with '_' for '.')")
     if len(set(placement)) != len(placement):
         raise RecipeError(f"{where}: key 'placement' lists a block twice")
     position = args.pop("position", AFTER_BLOCK)
