@@ -7,19 +7,24 @@ Every failure a user can cause ends in one line on stderr (``asczoo CMD: error: 
 2, not a traceback, and each warning is one line (``asczoo: warning: ...``); ``ASCZOO_DEBUG=1`` lets
 the exception through with its traceback and shows warnings as Python does.
 
-OpenMP: unless the user set ``OMP_WAIT_POLICY``, this module sets it to ``PASSIVE`` before torch is
-imported (libgomp, which torch's CPU kernels use, reads it once, when the library is loaded). With the
-default policy each OpenMP thread spins for a while after every parallel region; on a machine whose
-cores other programs use, spinning threads steal the time the working threads need (``asczoo train``
-ran the quickstart recipe more than ten times slower). Passive threads sleep instead.
+OpenMP: unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, this module sets
+``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT` before torch is imported (libgomp, which torch's CPU kernels
+use, reads it once, when the library is loaded). With libgomp's default each idle OpenMP thread spins
+300,000 times after every parallel region; on a machine whose cores other programs use, spinning
+threads steal the time the working threads need. ``PASSIVE`` (no spinning at all) fixes that but costs
+an idle machine 1.44x on the quick start, since every parallel region then wakes sleeping threads. A
+short spin keeps most of both; the figures are in ``benchmarks/RESULTS.md`` (section *busy machine*).
 """
 
 from __future__ import annotations
 
 import os
 
-if "OMP_WAIT_POLICY" not in os.environ:  # before anything imports torch; see the module docstring
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+#: spins of an idle OpenMP thread before it sleeps (libgomp's default is 300,000; PASSIVE is 0)
+SPIN_COUNT = 5000
+
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:  # before torch is imported
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
 
 import argparse  # noqa: E402 - after the OpenMP setting on purpose
 import importlib  # noqa: E402

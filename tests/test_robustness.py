@@ -393,7 +393,9 @@ def omp_spin_count(command: list[str], env: dict[str, str]) -> str:
     return found.group(1)
 
 
-def test_cli_makes_openmp_threads_sleep_unless_the_user_chose(tmp_path):
+def test_cli_shortens_openmp_spinning_unless_the_user_chose(tmp_path):
+    from asczoo.cli import SPIN_COUNT
+
     import shutil
     import sys
 
@@ -401,9 +403,11 @@ def test_cli_makes_openmp_threads_sleep_unless_the_user_chose(tmp_path):
     script = shutil.which("asczoo", path=str(Path(sys.executable).parent))
     assert script, "the asczoo console script is not installed next to this Python"
     # libgomp's default (no OMP_WAIT_POLICY) spins 300000 times, ACTIVE far more; PASSIVE 0 times
-    assert omp_spin_count([sys.executable, "-m", "asczoo", "list"], env) == "0"
-    assert omp_spin_count([script, "list"], env) == "0"
-    assert omp_spin_count([script, "list"], {**env, "OMP_WAIT_POLICY": "ACTIVE"}) != "0"
+    assert omp_spin_count([sys.executable, "-m", "asczoo", "list"], env) == str(SPIN_COUNT)
+    assert omp_spin_count([script, "list"], env) == str(SPIN_COUNT)
+    assert omp_spin_count([script, "list"], {**env, "OMP_WAIT_POLICY": "PASSIVE"}) == "0"
+    assert int(omp_spin_count([script, "list"], {**env, "OMP_WAIT_POLICY": "ACTIVE"})) > 300000
+    assert omp_spin_count([script, "list"], {**env, "GOMP_SPINCOUNT": "123"}) == "123"
 
 
 def test_extract_refuses_non_finite_features(bad_tree, tmp_path, monkeypatch):
