@@ -15,9 +15,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PY="${PYTHON:-python3}"
 start=$(date +%s)
-# OpenMP threads that sleep instead of spinning while they wait: the same speed on an idle machine,
-# and several times faster when other programs compete for the cores.
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 managed=$("$PY" - <<'PYCODE'
 import os, sys, sysconfig
