@@ -29,8 +29,17 @@ if [ "$managed" = 1 ]; then
     echo "quickstart: installing into ./.venv (the system Python is externally managed)"
 fi
 
-echo "quickstart: pip install -e '.[train]' (asczoo from this repository, plus matplotlib)"
-"$PY" -m pip install --disable-pip-version-check -q -e ".[train]"
+# Every package at the version of requirements/lock.txt (the set CI tests), so the quick start holds
+# whatever the index has released since. A torch already installed in a supported release is kept:
+# then the lock's torch and its CUDA libraries are left out of the constraints.
+constraints=requirements/lock.txt
+if "$PY" -c 'import sys, torch; v = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(0 if (2, 11) <= v < (3, 0) else 1)' 2>/dev/null; then
+    constraints=$(mktemp)
+    grep -vE '^(torch|torchaudio|triton|nvidia-|cuda-)' requirements/lock.txt > "$constraints"
+    echo "quickstart: keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+fi
+echo "quickstart: pip install -e '.[train]' -c requirements/lock.txt (asczoo from this repository, plus matplotlib)"
+"$PY" -m pip install --disable-pip-version-check -q -c "$constraints" -e ".[train]"
 installed=$(date +%s)
 echo "quickstart: installed in $((installed - start)) s"
 

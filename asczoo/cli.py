@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():  # restores the warning display when main returns (tests call it)
             if not debug:
                 warnings.showwarning = _one_line_warning
+            if args.command != "doctor":
+                _warn_broken_environment(args.command == "quickstart")
             return int(args._run(args) or 0)
     except KeyboardInterrupt:
         if debug:
@@ -81,6 +83,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"asczoo {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _warn_broken_environment(fatal: bool) -> None:
+    """A built-in plugin or core package that does not load is named at its cause, before any work starts."""
+    from asczoo import environment, plugins
+
+    found = environment.problems(plugins.plugin_records())
+    if found and fatal:
+        raise RuntimeError(f"{found[0]} (`asczoo doctor` shows the whole environment)")
+    for problem in found:
+        print(f"asczoo: warning: {problem} (`asczoo doctor` shows the whole environment)", file=sys.stderr)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

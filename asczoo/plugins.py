@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import pluggy
 
-from asczoo import hookspecs
+from asczoo import environment, hookspecs
 from asczoo.parts import PART_KINDS, RECIPE_HOOK, TRAINING_RECIPE_HOOK
 from asczoo.names import NAME_RE
 
@@ -233,6 +233,9 @@ class PluginHost:
 
     def _fail(self, name: str, source: str, exc: BaseException, *, version: str = "") -> None:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        cause = environment.diagnose(exc)  # a dependency that does not load: named, with its fix
+        if cause:
+            detail = f"{cause} [{detail.splitlines()[0][:300]}]"
         self.records[name] = PluginRecord(name, source, "failed", error=detail, version=version)
         message = f"asczoo plugin {name!r} ({source}) failed"
         if self.strict:

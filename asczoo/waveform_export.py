@@ -8,7 +8,7 @@ rebuild the STFT and the mel filter bank. :class:`WaveformModel` puts the resamp
 * the centred STFT as a strided 1-D convolution with Hann-windowed cosine and sine kernels (one
   output channel per FFT bin and part: the DFT written out, exact in real arithmetic), after the
   frontend's centre padding (``reflect`` or ``constant``);
-* the power spectrum, the HTK mel filter bank (torchaudio's, as the frontend builds it), the log
+* the power spectrum, the HTK mel filter bank (``asczoo.dsp``'s, as the frontend builds it), the log
   with the frontend's ``log_offset`` (as ``log(offset) + log1p(mel / offset)``: the ONNX optimiser
   removes an addition of a constant as small as 1e-8);
 * the segments cut at the frontend's frame offsets (:func:`asczoo.data.frontend.segment_starts`);
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchaudio.functional as taf
+from asczoo import dsp
 from torch import nn
 
 from asczoo.data.frontend import segment_starts
@@ -64,7 +64,7 @@ class LogMelGraph(nn.Module):
         kernels = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window])  # (2 * bins, n_fft)
         self.register_buffer("dft", kernels.float().unsqueeze(1), persistent=False)
         top = self.sample_rate / 2 if config["f_max"] is None else float(config["f_max"])
-        fbank = taf.melscale_fbanks(bins, float(config["f_min"]), top, int(config["n_mels"]), self.sample_rate,
+        fbank = dsp.melscale_fbanks(bins, float(config["f_min"]), top, int(config["n_mels"]), self.sample_rate,
                                     norm=None, mel_scale="htk").T.contiguous()  # (M, bins)
         self.register_buffer("fbank", fbank, persistent=False)
         frames = 1 + self.samples // self.hop

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-import torchaudio.functional as taf
+from asczoo import dsp
 from data_fixtures import one_thread, write_clip  # noqa: F401 - one_thread is a fixture
 
 import asczoo
@@ -76,7 +76,7 @@ def test_long_recording_is_windowed_and_averaged(saved, audio):
     waveform, rate = read_audio(path)
     assert waveform.shape[-1] == 35 * rate
     # independent reference: resample, cut 2-second windows every 2 s plus one ending at the end
-    x = taf.resample(waveform, rate, 8000)
+    x = dsp.resample(waveform, rate, 8000)
     starts = list(range(0, x.shape[-1] - CLIP + 1, CLIP))
     starts.append(x.shape[-1] - CLIP)
     assert len(starts) == 18

@@ -1,6 +1,6 @@
 """Reading and writing audio files: WAV and FLAC through ``soundfile`` (libsndfile).
 
-torchaudio 2.11 has no I/O backend of its own, so files go through ``soundfile``, which is imported
+asczoo does not use torchaudio (see ``asczoo.dsp``), so files go through ``soundfile``, which is imported
 inside the functions: machines that only run models (a GPU box without libsndfile) can import asczoo.
 Waveforms are float32 tensors ``(channels, samples)`` in [-1, 1]. Every failure names the file.
 
@@ -27,6 +27,8 @@ import struct
 from pathlib import Path
 
 import torch
+
+from asczoo import dsp
 
 #: file name endings read as audio
 AUDIO_EXTENSIONS = (".wav", ".flac")
@@ -229,12 +231,8 @@ def write_audio(path: str | os.PathLike, waveform: torch.Tensor, sample_rate: in
 
 
 def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
-    """Resample ``(..., samples)`` with torchaudio's band-limited sinc interpolation (any device)."""
-    if int(orig_rate) == int(new_rate):
-        return waveform
-    import torchaudio.functional as taf
-
-    return taf.resample(waveform, int(orig_rate), int(new_rate))
+    """Resample ``(..., samples)`` with band-limited sinc interpolation (torchaudio's, any device)."""
+    return dsp.resample(waveform, int(orig_rate), int(new_rate))
 
 
 def is_audio_file(path: str | os.PathLike) -> bool:

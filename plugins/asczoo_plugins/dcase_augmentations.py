@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from asczoo import hookimpl
+from asczoo import dsp, hookimpl
 from asczoo.data import check_batch
 from asczoo_plugins.augmentations import _probability, _Random
 
@@ -95,8 +95,6 @@ class DeviceImpulseResponses:
 
     def __init__(self, folder: str | os.PathLike, *, sample_rate: int, n_fft: int, n_mels: int,
                  f_min: float, f_max: float | None) -> None:
-        import torchaudio.functional as taf
-
         root = Path(folder)
         if not root.is_dir():
             raise ValueError(f"device-ir: impulse-response folder {root} does not exist or is not a folder (set the "
@@ -111,7 +109,7 @@ class DeviceImpulseResponses:
             h, rate = _read_audio(path)
             self.rates.append(rate)
             if rate != self.sample_rate:  # a response recorded at another rate: resample it
-                h = taf.resample(h, rate, self.sample_rate)
+                h = dsp.resample(h, rate, self.sample_rate)
             if not torch.isfinite(h).all() or float(h.abs().max()) == 0.0:
                 raise ValueError(f"device-ir: {path}: the impulse response is silent or not finite")
             self.responses.append(h)
@@ -121,7 +119,7 @@ class DeviceImpulseResponses:
             # |H(f)|^2 on at least the frontend's FFT grid (finer for responses longer than n_fft), and its
             # mean over each mel band with the band's triangular weights (dcase-logmel's HTK filter bank)
             size = max(int(n_fft), h.numel())
-            fbank = taf.melscale_fbanks(size // 2 + 1, float(f_min), top, int(n_mels), self.sample_rate,
+            fbank = dsp.melscale_fbanks(size // 2 + 1, float(f_min), top, int(n_mels), self.sample_rate,
                                         norm=None, mel_scale="htk")  # (n_freqs, n_mels)
             weights = fbank / fbank.sum(dim=0).clamp_min(1e-12)
             power = torch.fft.rfft(h, n=size).abs().pow(2)
@@ -137,10 +135,8 @@ class DeviceImpulseResponses:
 
     def convolve(self, waveform: torch.Tensor, index: int) -> torch.Tensor:
         """``waveform (..., samples)`` at ``sample_rate`` convolved with response ``index``, same length."""
-        import torchaudio.functional as taf
-
         h = self.responses[index].to(waveform.device, waveform.dtype)
-        return taf.fftconvolve(waveform, h.expand(*waveform.shape[:-1], -1))[..., : waveform.shape[-1]]
+        return dsp.fftconvolve(waveform, h.expand(*waveform.shape[:-1], -1))[..., : waveform.shape[-1]]
 
 
 class DeviceIR:

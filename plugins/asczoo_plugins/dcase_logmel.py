@@ -10,7 +10,7 @@ Input choices, all deliberate:
 
 * mono input is duplicated to both sides (the difference channel is then zero); more than two channels
   is an error, since it is not clear which pair is the binaural one;
-* other sample rates are resampled to ``sample_rate`` (``torchaudio.functional.resample``, sinc
+* other sample rates are resampled to ``sample_rate`` (``asczoo.dsp.resample``, torchaudio's, sinc
   interpolation) before anything else;
 * clips shorter than ``clip_seconds`` are zero-padded at the end, so every segment exists and the hop
   rule sees the nominal frame count;
@@ -53,7 +53,7 @@ import threading
 from typing import Literal
 
 import torch
-import torchaudio.functional as taf
+from asczoo import dsp
 
 from asczoo import hookimpl
 from asczoo.data import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, segment_starts
@@ -127,7 +127,7 @@ class DcaseLogMel(Frontend):
         }
         self.output_shape = (self.segments, 3, self.n_mels, self.segment_frames)
         # (n_freqs, n_mels), HTK scale, no area normalisation: librosa's htk=True, norm=None
-        self._fbank = taf.melscale_fbanks(
+        self._fbank = dsp.melscale_fbanks(
             self.n_fft // 2 + 1, float(f_min), top, self.n_mels, self.sample_rate, norm=None, mel_scale="htk"
         ).T.contiguous()
         self._window = torch.hann_window(self.n_fft, periodic=True)
@@ -388,7 +388,7 @@ class DcaseLogMel(Frontend):
         if int(sample_rate) != self.sample_rate:
             if sample_rate <= 0:
                 raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
-            x = taf.resample(x.contiguous(), int(sample_rate), self.sample_rate)
+            x = dsp.resample(x.contiguous(), int(sample_rate), self.sample_rate)
         return x
 
 
