@@ -17,6 +17,8 @@ from asczoo.testing.suite import ConformanceError
 PUBLIC_API: dict[str, frozenset[str] | None] = {
     "asczoo.interfaces": None,
     "asczoo.ops": None,
+    #: torchaudio's resampling, HTK mel bank and FFT convolution in plain torch (no native library)
+    "asczoo.dsp": None,
     "asczoo.testing": None,
     #: what dataset, frontend and augmentation plugins build on (see the module's docstring)
     "asczoo.data": frozenset({
