@@ -34,7 +34,7 @@ from torch import nn
 
 from asczoo import __version__
 
-NAME_RE = re.compile(r"^([A-Z][A-Za-z-]*_[A-Za-z0-9-]+_task1)_([1-4])$")
+NAME_RE = re.compile(r"^([A-Z][A-Za-z-]*_[A-Za-z0-9-]+_task1)_([1-4])\Z")  # \Z: "$" also matches before a final newline
 GENERAL = "general"
 DEVICES = ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")
 

@@ -18,9 +18,9 @@ import os
 import re
 
 #: the one rule for registered names
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")  # \Z, not "$", which also matches before a final newline
 #: a Hugging Face Hub repository id ``org/name``
-REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+\Z")
 HF_PREFIX = "hf-hub:"
 LOCAL_PREFIX = "local-dir:"
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from asczoo import __version__
 
 KINDS = ("relation", "aggregator", "head")
-_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*\Z")  # \Z: no trailing newline
 _PART_KIND = {"relation": "relation_block", "aggregator": "aggregator", "head": "head"}
 
 
