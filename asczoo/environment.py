@@ -27,6 +27,11 @@ OPTIONAL = ("torchaudio", "onnx", "onnxruntime", "onnxscript", "matplotlib", "li
             "tensorflow-cpu", "hearvalidator")
 
 
+def _module_of(distribution: str) -> str:
+    """The import name of a distribution asczoo reports on."""
+    return next((m for m, d in _DISTRIBUTIONS.items() if d == distribution), distribution).replace("-", "_")
+
+
 def version(distribution: str) -> str | None:
     """The installed version of a distribution, or None."""
     try:
@@ -97,14 +102,12 @@ def report(records) -> list[str]:
     for group, names in (("core", CORE), ("optional", OPTIONAL)):
         for distribution in names:
             installed = version(distribution)
-            module = next((m for m, d in _DISTRIBUTIONS.items() if d == distribution), distribution)
-            module = module.replace("-", "_")
             if installed is None:
                 state = "-"
             elif distribution in _NOT_IMPORTED:
                 state = "installed (not imported: slow to start)"
             else:
-                state = _import_state(module)
+                state = _import_state(_module_of(distribution))
             lines.append(f"  {distribution:16s} {installed or 'not installed':14s} {group:9s} {state}")
     lines.append("plugins:")
     for rec in records:
@@ -128,9 +131,8 @@ def problems(records) -> list[str]:
     """Each failed core package or built-in plugin of ``records``, as a sentence naming the cause and the fix."""
     found = []
     for distribution in CORE:
-        module = next((m for m, d in _DISTRIBUTIONS.items() if d == distribution), distribution)
         try:
-            __import__(module.replace("-", "_"))
+            __import__(_module_of(distribution))
         except Exception as exc:  # noqa: BLE001
             found.append(diagnose(exc) or f"{distribution}: {exc}")
     for rec in records:
