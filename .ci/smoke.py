@@ -11,7 +11,7 @@ import torch
 
 import asczoo
 from asczoo import plugins
-from asczoo.export import export_onnx
+from asczoo.deploy.export import export_onnx
 from asczoo.testing import tiny_overrides
 
 failed = [r for r in plugins.plugin_records() if r.status == "failed"]

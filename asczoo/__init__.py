@@ -1,55 +1,69 @@
 """asczoo: a plugin-style model zoo for acoustic scene classification.
 
-The public API is re-exported here and imported lazily, so ``import asczoo`` stays cheap.
+The public API is re-exported here and imported on first use, so ``import asczoo`` stays cheap (it
+does not import torch: the ``asczoo`` command sets its OpenMP policy before torch loads).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from asczoo import _moved
 from asczoo.hookspecs import hookimpl
 
-_moved.install()  # old flat module paths (asczoo.datasets, asczoo.engine, ...) stay importable
+from asczoo.version import __version__
 
-__version__ = "0.1.0"
-
-_EXPORTS = {
+__all__ = [
+    "hookimpl", "__version__",
     # models by name
-    "list_models": "asczoo.models.factory",
-    "list_pretrained": "asczoo.models.factory",
-    "create_model": "asczoo.models.factory",
-    "model_recipe": "asczoo.models.factory",
-    "AscModel": "asczoo.models.model",
+    "list_models", "list_pretrained", "create_model", "model_recipe", "AscModel",
     # recipes
-    "register_recipes": "asczoo.recipes.model_recipes",
-    "RecipeError": "asczoo.recipes.schema",
+    "register_recipes", "RecipeError",
     # plugins
-    "register_plugin": "asczoo.plugins",
-    "PluginError": "asczoo.plugins",
+    "register_plugin", "PluginError",
     # audio and data
-    "create_frontend": "asczoo.data.frontend",
-    "create_dataset": "asczoo.data.datasets",
-    "create_augmentation": "asczoo.data.augment",
-    # hub and inference
-    "from_pretrained": "asczoo.models.pretrained",
+    "create_frontend", "create_dataset", "create_augmentation",
+    # saved models and the Hub
+    "from_pretrained",
     # training
-    "train": "asczoo.training.runs",
-    "evaluate": "asczoo.training.evaluation",
-}
+    "train", "evaluate",
+]
 
-__all__ = ["hookimpl", "__version__", *_EXPORTS]
+
+def _public(name: str) -> Any:
+    """The public object ``name``, imported from the one module that defines it (plain imports, so
+    that every dependency of this package is visible to the import checks)."""
+    if name in ("list_models", "list_pretrained", "create_model", "model_recipe"):
+        from asczoo.models import factory as module
+    elif name == "AscModel":
+        from asczoo.models import model as module
+    elif name == "register_recipes":
+        from asczoo.recipes import model_recipes as module
+    elif name == "RecipeError":
+        from asczoo.recipes import schema as module
+    elif name in ("register_plugin", "PluginError"):
+        from asczoo import plugins as module
+    elif name == "create_frontend":
+        from asczoo.data import frontend as module
+    elif name == "create_dataset":
+        from asczoo.data import datasets as module
+    elif name == "create_augmentation":
+        from asczoo.data import augment as module
+    elif name == "from_pretrained":
+        from asczoo.models import pretrained as module
+    elif name == "train":
+        from asczoo.training import runs as module
+    elif name == "evaluate":
+        from asczoo.training import evaluation as module
+    else:
+        raise AttributeError(f"module 'asczoo' has no attribute {name!r}")
+    return getattr(module, name)
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'asczoo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = _public(name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(__all__))

@@ -27,12 +27,11 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:  
     os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
 
 import argparse  # noqa: E402 - after the OpenMP setting on purpose
-import importlib  # noqa: E402
-import pkgutil  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 
-from asczoo import __version__, commands  # noqa: E402
+from asczoo import commands  # noqa: E402
+from asczoo.version import __version__  # noqa: E402
 
 #: environment variable that shows the traceback of an error instead of the one-line message
 DEBUG_VAR = "ASCZOO_DEBUG"
@@ -41,9 +40,7 @@ _USER_ERRORS = (ValueError, KeyError, OSError, RuntimeError, ImportError, Memory
 
 
 def _command_modules():
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
-        if not info.name.startswith("_"):
-            yield importlib.import_module(f"{commands.__name__}.{info.name}")
+    return commands.MODULES
 
 
 def build_parser() -> argparse.ArgumentParser:

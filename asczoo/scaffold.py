@@ -29,7 +29,7 @@ import re
 import string
 from pathlib import Path
 
-from asczoo import __version__
+from asczoo.version import __version__
 
 KINDS = ("relation", "aggregator", "head")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*\Z")  # \Z: no trailing newline

@@ -1,8 +1,8 @@
 """Low-complexity entries against the DCASE 2024/2025 Task 1 limits, and int8 against fp32 on the CPU.
 
 Part 1 (counts, no timing): for ``lc-resnet-narrow`` and ``lc-atresn-narrow``, MACs per second of audio
-and parameters (:mod:`asczoo.complexity`, torch's operator counter) and the bytes of the stored int8
-tensors after :func:`asczoo.quantize.quantize_int8` (relation blocks kept in float32), against the limits
+and parameters (:mod:`asczoo.analysis.complexity`, torch's operator counter) and the bytes of the stored int8
+tensors after :func:`asczoo.deploy.quantize.quantize_int8` (relation blocks kept in float32), against the limits
 (30 M MACs/s, 128 kB).
 
 Part 2 (timing): fp32 against static int8 (torch's x86/fbgemm quantized conv/linear kernels) for the
@@ -36,8 +36,8 @@ def build(name: str, quick: bool):
 
 
 def counts(quick: bool) -> dict[str, dict]:
-    from asczoo.complexity import DCASE_MAX_MACS_PER_SECOND, DCASE_MAX_PARAM_BYTES, measure
-    from asczoo.quantize import quantize_int8
+    from asczoo.analysis.complexity import DCASE_MAX_MACS_PER_SECOND, DCASE_MAX_PARAM_BYTES, measure
+    from asczoo.deploy.quantize import quantize_int8
 
     out = {}
     for name, keep in ENTRIES.items():
@@ -55,7 +55,7 @@ def counts(quick: bool) -> dict[str, dict]:
 
 
 def speed(quick: bool, repeats: int, batch: int) -> dict[str, dict]:
-    from asczoo.quantize import quantize_int8
+    from asczoo.deploy.quantize import quantize_int8
 
     out = {}
     rows = []

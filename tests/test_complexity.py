@@ -10,7 +10,7 @@ from torch import nn
 
 from asczoo import plugins
 from asczoo.cli import main
-from asczoo.complexity import DCASE_MAX_MACS_PER_SECOND, format_table, measure
+from asczoo.analysis.complexity import DCASE_MAX_MACS_PER_SECOND, format_table, measure
 from data_fixtures import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,7 +110,7 @@ def test_info_and_model_card_show_the_figures(tmp_path, capsys):
 
 def test_a_custom_op_is_counted_through_its_registered_formula():
     """A plugin op registered with torch.library is opaque to the counter until it gets a formula."""
-    from asczoo.complexity import register_macs_formula
+    from asczoo.analysis.complexity import register_macs_formula
 
     @torch.library.custom_op("asczoo_test::pair_product", mutates_args=())
     def pair_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

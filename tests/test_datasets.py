@@ -12,7 +12,7 @@ import asczoo
 from asczoo.recipes.schema import RecipeError
 from asczoo.data.audio import read_audio
 from asczoo.data.checks import DataError
-from asczoo.data.datasets import location_of, location_split, read_setup_file
+from asczoo.data.dataset_base import location_of, location_split, read_setup_file
 from data_fixtures import CLASSES, TINY_FRONTEND, make_dcase_tree, one_thread, write_clip  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

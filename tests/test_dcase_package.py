@@ -40,7 +40,7 @@ def clips(folder: Path, count: int = 3, seconds: float = 2.0, rate: int = 8000) 
 
 
 def test_package_layout_device_models_and_predict_in_process(tmp_path):
-    from asczoo import dcase_package
+    from asczoo.deploy import dcase_package
 
     general, device_a = saved_model(tmp_path / "general"), saved_model(tmp_path / "a", seed=1)
     assert main(["package", str(general), "--name", NAME, "--out", str(tmp_path / "pkg"),

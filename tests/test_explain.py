@@ -92,7 +92,7 @@ def test_model_without_relation_blocks_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["tresn-net-resnet18", "atresn-net-convnext-atto"])
 def test_other_aggregators_and_backbones(name):
     """Max pooling reports each neighbour's share of the channels; a timm backbone works the same way."""
-    from asczoo.explain import explain
+    from asczoo.analysis.explain import explain
 
     model = tiny_model(name)
     features = torch.randn(*model.input_shape, generator=torch.Generator().manual_seed(4))

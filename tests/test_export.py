@@ -14,7 +14,7 @@ from torch import nn
 
 import asczoo
 from asczoo.cli import main
-from asczoo.export import VERIFY_BATCHES, ExportError, export_onnx
+from asczoo.deploy.export import VERIFY_BATCHES, ExportError, export_onnx
 from model_fixtures import CLASSES, features, randomise, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -127,7 +127,7 @@ def test_failed_verification_writes_nothing_and_keeps_an_older_file(tmp_path):
 
 
 def test_cli_reports_a_failed_verification_in_one_line(tmp_path, capsys, monkeypatch):
-    import asczoo.export as export
+    import asczoo.deploy.export as export
 
     def fails(*args, **kwargs):
         raise ExportError("out.onnx: verification failed at batch 3: (test); nothing was written")

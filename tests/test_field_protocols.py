@@ -76,7 +76,7 @@ def test_multi_label_end_to_end_train_evaluate_predict(tmp_path, capsys, monkeyp
     import torch
 
     from asczoo.data.audio import read_audio
-    from asczoo.hub import from_pretrained
+    from asczoo.models.pretrained import from_pretrained
     from asczoo.inference import labels_above
 
     model = from_pretrained(result.model_dir)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import asczoo
-from asczoo.complexity import DCASE_MAX_MACS_PER_SECOND, DCASE_MAX_PARAM_BYTES, measure
+from asczoo.analysis.complexity import DCASE_MAX_MACS_PER_SECOND, DCASE_MAX_PARAM_BYTES, measure
 from data_fixtures import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,7 +51,7 @@ def test_the_pair_is_matched_in_complexity_and_differs_by_relation_blocks():
 
 @pytest.mark.parametrize("name,keep", [("lc-resnet-narrow", []), ("lc-atresn-narrow", ["relations"])])
 def test_stored_int8_bytes_stay_within_the_limit(name, keep):
-    from asczoo.quantize import quantize_int8
+    from asczoo.deploy.quantize import quantize_int8
 
     model = asczoo.create_model(name).eval()
     calibration = [torch.randn(2, *model.input_shape, generator=torch.Generator().manual_seed(0))]

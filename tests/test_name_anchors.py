@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from asczoo import dcase_package, names, scaffold
+from asczoo import names, scaffold
+from asczoo.deploy import dcase_package
 
 
 @pytest.mark.parametrize("pattern, good", [

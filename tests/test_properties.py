@@ -49,7 +49,7 @@ _table = st.tuples(st.sampled_from(["\t", ",", ";"]), st.lists(_line, max_size=8
 @PROPERTY
 @given(text=_table, raw=st.binary(max_size=64), use_raw=st.booleans())
 def test_labelled_table_reader(tmp_path, text, raw, use_raw):
-    from asczoo.data.datasets import read_labelled_table
+    from asczoo.data.dataset_base import read_labelled_table
 
     path = tmp_path / "meta.csv"
     path.write_bytes(raw if use_raw else text.encode("utf-8"))
@@ -144,7 +144,8 @@ def _sections(config: dict) -> list[tuple[str, ...]]:
 @given(data=st.data(), value=_json)
 def test_load_model_with_one_value_changed(saved_config, tmp_path, data, value):
     """Any value of the recipe or frontend replaced by any JSON value: a model or a clear error."""
-    from asczoo.hub import ModelFormatError, load_pretrained
+    from asczoo.hub import ModelFormatError
+    from asczoo.models.pretrained import load_pretrained
 
     folder, config = saved_config
     path = data.draw(st.sampled_from(_sections(config)))
@@ -219,10 +220,10 @@ def test_read_config_of_deep_or_huge_documents(tmp_path, monkeypatch):
 
 
 def test_table_size_is_bounded_before_reading(tmp_path, monkeypatch):
-    from asczoo.data import datasets
+    from asczoo.data import dataset_base
 
     path = tmp_path / "meta.csv"
     path.write_text("filename\tscene_label\n" + "audio/a.wav\tbus\n" * 10)
-    monkeypatch.setattr(datasets, "MAX_TABLE_BYTES", 100)
+    monkeypatch.setattr(dataset_base, "MAX_TABLE_BYTES", 100)
     with pytest.raises(DataError, match=r"meta\.csv: 181 bytes; a metadata or setup table is at most 100"):
-        datasets.read_labelled_table(path)
+        dataset_base.read_labelled_table(path)

@@ -10,8 +10,8 @@ from safetensors import safe_open
 
 import asczoo
 from asczoo.cli import main
-from asczoo.complexity import measure
-from asczoo.quantize import QuantizationError, QuantizedLayer, quantize_int8
+from asczoo.analysis.complexity import measure
+from asczoo.deploy.quantize import QuantizationError, QuantizedLayer, quantize_int8
 from asczoo.testing.tiny import tiny_overrides
 from data_fixtures import one_thread  # noqa: F401
 
@@ -59,7 +59,7 @@ def test_int8_round_trip_through_safetensors_and_from_pretrained(tmp_path):
 
 def test_fp16_model_is_stored_as_fp16_and_loads_back_into_float32(tmp_path):
     """fp16 weights are the saved form of an fp16 model; loading widens them (and only them) exactly."""
-    from asczoo.quantize import quantize_fp16
+    from asczoo.deploy.quantize import quantize_fp16
 
     model = quantize_fp16(trained_like())
     folder = model.save_pretrained(tmp_path / "q16")

@@ -191,7 +191,8 @@ def test_model_recipe_refuses_nan_arguments(tiny):
 def test_model_with_nan_weights_is_refused(tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
-    from asczoo.hub import ModelFormatError, from_pretrained
+    from asczoo.hub import ModelFormatError
+    from asczoo.models.pretrained import from_pretrained
     from model_fixtures import tiny_model
 
     folder = tmp_path / "model"
@@ -285,7 +286,8 @@ def edit_config(folder: Path, section: str, **values) -> None:
     ("inflator", {"temporal_kernel": 10**9 + 1}, r"temporal_kernel must be an odd positive integer, at most 63"),
 ])
 def test_config_sizes_are_bounded_before_building(saved_folder, section, values, message):
-    from asczoo.hub import ModelFormatError, from_pretrained
+    from asczoo.hub import ModelFormatError
+    from asczoo.models.pretrained import from_pretrained
 
     edit_config(saved_folder, section, **values)
     with pytest.raises(ModelFormatError, match=r"config\.json.*" + message):
@@ -297,7 +299,7 @@ def test_config_sizes_are_bounded_before_building(saved_folder, section, values,
 ])
 def test_hostile_backbone_keys_name_the_key(saved_folder, values, key, capsys):
     from asczoo.recipes.schema import RecipeError
-    from asczoo.hub import from_pretrained
+    from asczoo.models.pretrained import from_pretrained
 
     edit_config(saved_folder, "backbone", **values)
     with pytest.raises(RecipeError, match=rf"section 'backbone': unknown key '{key}'; this part accepts: arch, channels"):

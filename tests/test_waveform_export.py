@@ -18,7 +18,7 @@ from model_fixtures import tiny_model
 import asczoo
 from asczoo.cli import main
 from asczoo.data.frontend import create_frontend
-from asczoo.waveform_export import LogMelGraph, export_onnx_with_frontend, torch_export
+from asczoo.deploy.waveform_export import LogMelGraph, export_onnx_with_frontend, torch_export
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -43,7 +43,7 @@ def load_any(spec: str, *, overrides=None, stage: str | None = None):
 
 
 def run(args) -> int:
-    from asczoo.complexity import format_table, measure
+    from asczoo.analysis.complexity import format_table, measure
     from asczoo.recipes.overrides import parse_overrides
 
     model = load_any(args.model, overrides=parse_overrides(args.overrides), stage=args.stage).to("cpu")

@@ -23,7 +23,8 @@ def add_arguments(parser) -> None:
 def _load(spec: str, device: str):
     import os
 
-    from asczoo import factory, recipes
+    from asczoo import recipes
+    from asczoo.models import factory
     from asczoo.models.factory import load_model
 
     arch, tag = recipes.split_name(spec)
@@ -38,7 +39,7 @@ def run(args) -> int:
 
     from asczoo.atomic import atomic_write_text
     from asczoo.data.audio import read_audio
-    from asczoo.explain import draw, explain
+    from asczoo.analysis.explain import draw, explain
     from asczoo.inference import clip_windows, model_frontend
 
     if args.start < 0:

@@ -10,7 +10,7 @@ HELP = "export a model to ONNX (features -> logits), verified against PyTorch wi
 
 
 def add_arguments(parser) -> None:
-    from asczoo.export import DEFAULT_OPSET, FORMATS
+    from asczoo.deploy.export import DEFAULT_OPSET, FORMATS
 
     parser.add_argument("model", help="a trained model: folder, hf-hub:org/name[@revision], org/name, or arch.tag")
     parser.add_argument("output", metavar="OUT", help="file to write, e.g. model.onnx")
@@ -38,12 +38,12 @@ def waveform_meta(path) -> str:
 def run(args) -> int:
     import json
 
-    from asczoo.export import export_onnx
+    from asczoo.deploy.export import export_onnx
     from asczoo.models.factory import load_model
 
     model = load_model(args.model, revision=args.revision, device="cpu")
     if args.with_frontend:
-        from asczoo.waveform_export import export_onnx_with_frontend
+        from asczoo.deploy.waveform_export import export_onnx_with_frontend
 
         if args.static_batch:
             raise ValueError("--with-frontend exports a dynamic batch axis; drop --static-batch")

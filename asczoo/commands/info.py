@@ -39,7 +39,7 @@ def stage_shapes(model, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def describe(model) -> dict:
-    from asczoo.complexity import measure
+    from asczoo.analysis.complexity import measure
 
     counts = model.parameter_counts()
     relations = {}

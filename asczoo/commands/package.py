@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from asczoo.dcase_package import write_package
+    from asczoo.deploy.dcase_package import write_package
     from asczoo.training.evaluation import resolve_model
 
     models = {"general": resolve_model(args.model, stage=args.stage)[0].cpu().eval()}

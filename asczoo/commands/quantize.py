@@ -63,9 +63,9 @@ def run(args) -> int:
     import torch
 
     from asczoo.atomic import atomic_write_text
-    from asczoo.complexity import measure
+    from asczoo.analysis.complexity import measure
     from asczoo.training.evaluation import resolve_model
-    from asczoo.quantize import check_quantizable, parity, quantize_fp16, quantize_int8
+    from asczoo.deploy.quantize import check_quantizable, parity, quantize_fp16, quantize_int8
 
     if args.calibration_clips < 1:
         raise ValueError(f"--calibration-clips must be at least 1, got {args.calibration_clips}")

@@ -23,10 +23,11 @@ from asczoo.data.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, is_audio_file, w
 from asczoo.data.augment import check_batch, create_augmentation
 from asczoo.data.checks import DataError, Problem
 from asczoo.data.dataset_check import check_dataset
-from asczoo.data.datasets import (
-    SPLITS, ClipDataset, create_dataset, dataset_defaults, find_setup_file, location_of, location_split,
-    normalise_listed, read_labelled_table, read_setup_file, read_table,
+from asczoo.data.dataset_base import (
+    ClipDataset, find_setup_file, location_of, location_split, normalise_listed, read_labelled_table, read_setup_file,
+    read_table,
 )
+from asczoo.data.datasets import SPLITS, create_dataset, dataset_defaults
 from asczoo.data.feature_cache import extract
 from asczoo.data.frontend import create_frontend, segment_starts
 from asczoo.interfaces import Clip

@@ -260,13 +260,3 @@ def _check_job(job: tuple[str, str, int, float, int]) -> list[Problem]:
 
 def _clip_seconds(frontend: Any) -> float:
     return float(getattr(frontend, "config", {}).get("clip_seconds", 10.0))
-
-
-def __getattr__(name: str) -> Any:
-    # check_dataset builds datasets, so it lives above this module (asczoo.data.dataset_check); the old
-    # name here is found by string, which keeps this module below the datasets it checks
-    if name == "check_dataset":
-        import importlib
-
-        return importlib.import_module("asczoo.data.dataset_check").check_dataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

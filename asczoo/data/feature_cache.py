@@ -340,7 +340,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def attach(dataset: Any) -> tuple[FeatureStore, list[Any], list[Problem]] | None:
-    """Connect a :class:`~asczoo.data.datasets.ClipDataset` to a complete cache; None if none covers it.
+    """Connect a :class:`~asczoo.data.dataset_base.ClipDataset` to a complete cache; None if none covers it.
 
     Returns the store, the clips to serve and the problems of the clips left out. The cache counts as
     covering the dataset only if a manifest of the same dataset identity has every listed file with an

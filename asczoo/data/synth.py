@@ -313,7 +313,7 @@ def synthesize(
     :class:`FileExistsError` naming it, unless ``overwrite``; even then only files of the earlier
     manifest are ever removed, never the user's own (which stay where they are, unlisted).
     """
-    from asczoo.data.datasets import location_split
+    from asczoo.data.dataset_base import location_split
     from asczoo.data._parallel import ordered_map
 
     if task not in TASKS:

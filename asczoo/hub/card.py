@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from asczoo import __version__
+from asczoo.version import __version__
 
 DEFAULT_LICENSE = "apache-2.0"
 _ACCURACY_KEYS = ("accuracy", "overall_accuracy")
@@ -96,7 +96,7 @@ def render_model_card(
         "statistics needed to rebuild it.\n"
     )
     parts.append(_model_section(config, recipe, parameters))
-    if complexity:  # asczoo.complexity's summary: parameters, bytes, MACs, DCASE limits
+    if complexity:  # asczoo.analysis.complexity's summary: parameters, bytes, MACs, DCASE limits
         parts.append("## Complexity\n\n" + complexity.replace("\n", "  \n") + "\n")
     parts.append(_input_section(config))
     parts.append(_training_section(config.get("training")))

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 
 import torch
 
-from asczoo import __version__
+from asczoo.version import __version__
 from asczoo.names import FOLDER, HF_PREFIX, HUB, REPO_ID_RE, parse_model_name
 
 CONFIG_NAME = "config.json"
@@ -60,7 +60,7 @@ _CONFIG_KEYS = {
     "asczoo_format", "asczoo_version", "name", "tag", "recipe", "classes", "num_classes", "input_shape",
     "frontend", "metrics", "normalization", "training", "plugins",
     "task", "activation",  # multi-label models say so (the recipe's task); the activation the logits expect
-    "quantization",  # int8/fp16 models (asczoo.quantize): the structure rebuilt before the weights load
+    "quantization",  # int8/fp16 models (asczoo.deploy.quantize): the structure rebuilt before the weights load
 }
 #: recipe keys that config.json stores only at its top level
 STORED_AT_TOP = ("frontend", "classes", "num_classes")
@@ -120,7 +120,7 @@ def save_pretrained(
         raise FileNotFoundError(f"save_pretrained: confusion-matrix image {confusion} does not exist")
 
     config = model_config(model, metrics=metrics, report=report, training=training)
-    from asczoo.complexity import stored_state
+    from asczoo.stored_weights import stored_state
 
     atomic_save_safetensors(
         stored_state(model), directory / WEIGHTS_NAME,
@@ -141,9 +141,9 @@ def save_pretrained(
 
 
 def _complexity_summary(model) -> str | None:
-    """The card's complexity lines (:mod:`asczoo.complexity`; one no-grad forward pass on one clip,
+    """The card's complexity lines (:mod:`asczoo.analysis.complexity`; one no-grad forward pass on one clip,
     the model's train/eval mode restored); None for a model the counter cannot run (no section)."""
-    from asczoo.complexity import measure
+    from asczoo.analysis.complexity import measure
 
     try:
         return measure(model).summary()
@@ -176,7 +176,7 @@ def model_config(
     # The classes and the frontend are stored once, at the top level; files written before this
     # repeated them inside the recipe, and reading takes the top-level ones either way.
     config["recipe"] = {k: v for k, v in recipe.items() if k not in STORED_AT_TOP}
-    if getattr(model, "quantization", None):  # asczoo.quantize: the structure to rebuild before loading
+    if getattr(model, "quantization", None):  # asczoo.stored_weights: the structure to rebuild before loading
         config["quantization"] = dict(model.quantization)
     return _jsonable(config)
 

@@ -20,7 +20,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from asczoo import __version__, inference
+from asczoo import inference
+from asczoo.version import __version__
 from asczoo.hub import files as hub_files
 from asczoo.interfaces import AFTER_BLOCK, Backbone, Inflator, SegmentLayout
 

@@ -19,8 +19,8 @@ from asczoo.hub.files import (
     CONFIG_NAME, HF_PREFIX, WEIGHTS_NAME, ModelFormatError, read_config, read_weights, resolve_files,
 )
 from asczoo.models.build import build_model
-from asczoo.quantize import loaded_state
-from asczoo.quantize import restore as restore_quantization
+from asczoo.stored_weights import loaded_state
+from asczoo.stored_weights import restore as restore_quantization
 from asczoo.recipes.model_recipes import SECTION_KIND, SECTIONS, UnavailablePart, validate_recipe
 from asczoo.recipes.schema import RecipeError
 
@@ -62,7 +62,7 @@ def load_pretrained(source: str | os.PathLike, *, revision: str | None = None, d
     files = resolve_files(source, revision=revision, **download)
     config = read_config(files.config, label=files.label)
     model = build_from_config(config, label=files.label)
-    if config.get("quantization"):  # int8/fp16 (asczoo.quantize): folded norms and int8 layers first
+    if config.get("quantization"):  # int8/fp16 (asczoo.deploy.quantize): folded norms and int8 layers first
         restore_quantization(model, config["quantization"])
     state = loaded_state(model, read_weights(files.weights, label=files.label), config.get("quantization"))
     load_state_strict(model, state, label=files.label)

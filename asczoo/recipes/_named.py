@@ -13,12 +13,13 @@ from __future__ import annotations
 import copy
 import fnmatch
 import os
+import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 import yaml
 
-from asczoo import safe_yaml
+from asczoo import plugins, safe_yaml
 from asczoo.names import NAME_RE
 from asczoo.recipes.schema import RecipeError
 
@@ -138,3 +139,36 @@ def read_recipe_file(
     if not isinstance(entries, dict):
         raise RecipeError(f"{origin}: key {section!r} must be a mapping of recipe names to recipes")
     return origin, entries
+
+
+R = TypeVar("R")
+
+
+class CachedRegistry(Generic[R]):
+    """A process-wide registry, built on first use and rebuilt after the plugins change.
+
+    ``build(host)`` reads every source the plugin ``host`` offers (and whatever else the registry
+    holds) into a fresh registry. :meth:`get` returns the built one while the same host serves the
+    plugins; :meth:`invalidate` (called by :func:`asczoo.plugins.on_change` when a plugin is added
+    or removed in-process) drops it. ``lock`` guards building and any change made to the registry
+    built, so two threads never build it twice nor see half of one.
+    """
+
+    def __init__(self, build: Callable[[Any], R]) -> None:
+        self._build = build
+        self._value: R | None = None
+        self._host: Any = None
+        self.lock = threading.RLock()
+        plugins.on_change(self.invalidate)
+
+    def get(self) -> R:
+        with self.lock:
+            host = plugins.host()
+            if self._value is None or self._host is not host:
+                self._value, self._host = self._build(host), host
+            return self._value
+
+    def invalidate(self) -> None:
+        with self.lock:
+            self._value = None
+

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import threading
 import warnings
 from typing import Any, Mapping
 
@@ -35,7 +34,7 @@ from typing import Any, Mapping
 from asczoo import plugins
 from asczoo.names import NAME_RE, split_name
 from asczoo.parts import SECTIONS as SECTION_KINDS
-from asczoo.recipes._named import NamedEntry, NamedRegistry, read_recipe_file  # noqa: F401 - re-exported
+from asczoo.recipes._named import CachedRegistry, NamedEntry, NamedRegistry, read_recipe_file  # noqa: F401 - re-exported
 from asczoo.recipes.merge import deep_merge
 from asczoo.recipes.schema import RecipeError, check_arguments
 from asczoo.interfaces import AFTER_BLOCK, BEFORE_FINAL_ACTIVATION, PLACEMENT_NAME_PATTERN
@@ -230,31 +229,32 @@ def _check_weights(weights: Any, where: str) -> None:
 
 # -- process-wide registry ----------------------------------------------------------------------
 
-_REGISTRY: RecipeRegistry | None = None
 _USER_SOURCES: list[Any] = []
-_LOCK = threading.RLock()
+
+
+def _build_registry(host: Any) -> RecipeRegistry:
+    """All recipes: plugins' files first, then ``ASCZOO_REGISTRY`` files, then :func:`register_recipes`."""
+    reg = RecipeRegistry()
+    for src in host.recipe_sources:
+        try:
+            reg.add_source(src.source, owner=src.owner, strict=False)
+        except RecipeError as exc:
+            if host.strict:
+                raise
+            warnings.warn(f"recipes from plugin {src.owner!r} skipped: {exc}", RuntimeWarning, stacklevel=3)
+    for path in filter(None, os.environ.get(ENV_VAR, "").split(os.pathsep)):
+        reg.add_source(path, owner=f"${ENV_VAR}", strict=True)
+    for src in _USER_SOURCES:
+        reg.add_source(src, owner="register_recipes()", strict=True)
+    return reg
+
+
+_CACHE: CachedRegistry[RecipeRegistry] = CachedRegistry(_build_registry)
 
 
 def registry() -> RecipeRegistry:
     """All recipes: plugins' files first, then ``ASCZOO_REGISTRY`` files, then :func:`register_recipes`."""
-    global _REGISTRY
-    with _LOCK:
-        if _REGISTRY is None:
-            reg = RecipeRegistry()
-            host = plugins.host()
-            for src in host.recipe_sources:
-                try:
-                    reg.add_source(src.source, owner=src.owner, strict=False)
-                except RecipeError as exc:
-                    if host.strict:
-                        raise
-                    warnings.warn(f"recipes from plugin {src.owner!r} skipped: {exc}", RuntimeWarning, stacklevel=2)
-            for path in filter(None, os.environ.get(ENV_VAR, "").split(os.pathsep)):
-                reg.add_source(path, owner=f"${ENV_VAR}", strict=True)
-            for src in _USER_SOURCES:
-                reg.add_source(src, owner="register_recipes()", strict=True)
-            _REGISTRY = reg
-        return _REGISTRY
+    return _CACHE.get()
 
 
 def register_recipes(source: str | os.PathLike | Mapping[str, Any]) -> list[str]:
@@ -263,25 +263,20 @@ def register_recipes(source: str | os.PathLike | Mapping[str, Any]) -> list[str]
     The recipes are validated at once, strictly: an unknown plugin, key or wrong type raises
     :class:`~asczoo.recipes.schema.RecipeError` naming the file, the recipe and the key.
     """
-    with _LOCK:
+    with _CACHE.lock:
         names = registry().add_source(source, owner="register_recipes()", strict=True)
         _USER_SOURCES.append(source)
         return names
 
 
 def invalidate() -> None:
-    """Drop the resolved registry; it is rebuilt on next use (plugins changed)."""
-    global _REGISTRY
-    with _LOCK:
-        _REGISTRY = None
-
-
-plugins.on_change(invalidate)  # plugins added or removed: rebuild from their recipe files
+    """Drop the resolved registry; it is rebuilt on next use (plugins or ``ASCZOO_REGISTRY`` changed)."""
+    _CACHE.invalidate()
 
 
 def forget_user_recipes() -> None:
     """Remove recipes added with :func:`register_recipes` (tests)."""
-    with _LOCK:
+    with _CACHE.lock:
         _USER_SOURCES.clear()
         invalidate()
 

@@ -45,7 +45,6 @@ import inspect
 import math
 import os
 import re
-import threading
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -53,7 +52,7 @@ from typing import Any, Mapping, Sequence
 
 from asczoo import plugins
 from asczoo.names import NAME_RE
-from asczoo.recipes._named import NamedEntry, NamedRegistry, read_recipe_file
+from asczoo.recipes._named import CachedRegistry, NamedEntry, NamedRegistry, read_recipe_file
 from asczoo.recipes.model_recipes import model_recipe
 from asczoo.recipes.merge import merge
 from asczoo.recipes.overrides import parse_overrides
@@ -389,47 +388,40 @@ def read_source(source: Any, owner: str) -> tuple[str, dict[str, Any]]:
     return read_recipe_file(source, owner=owner, section="recipes", kind="training recipe")
 
 
-_REGISTRY: TrainingRecipeRegistry | None = None
-_LOCK = threading.RLock()
+def _build_registry(host: Any) -> TrainingRecipeRegistry:
+    """The training recipes that the plugins of ``host`` registered, each resolved once all are read."""
+    reg = TrainingRecipeRegistry()
+    for src in host.training_recipe_sources:
+        try:
+            reg.add_source(src.source, owner=src.owner, strict=False, resolve=False)
+        except RecipeError as exc:
+            if host.strict:
+                raise
+            warnings.warn(f"training recipes from plugin {src.owner!r} skipped: {exc}", RuntimeWarning,
+                          stacklevel=3)
+    for name in list(reg.entries):  # after every file is read: `extends` may cross files
+        try:
+            reg.resolve(name, strict=False)
+        except RecipeError as exc:
+            if host.strict:
+                raise
+            reg.entries[name].unavailable = str(exc)
+            warnings.warn(f"training recipe {name!r} is invalid and was skipped: {exc}", RuntimeWarning,
+                          stacklevel=3)
+    return reg
+
+
+_CACHE: CachedRegistry[TrainingRecipeRegistry] = CachedRegistry(_build_registry)
 
 
 def registry() -> TrainingRecipeRegistry:
     """The training recipes that plugins registered (``asczoo_register_training_recipes``)."""
-    global _REGISTRY
-    with _LOCK:
-        host = plugins.host()
-        if _REGISTRY is None or getattr(_REGISTRY, "_host", None) is not host:
-            reg = TrainingRecipeRegistry()
-            for src in host.training_recipe_sources:
-                try:
-                    reg.add_source(src.source, owner=src.owner, strict=False, resolve=False)
-                except RecipeError as exc:
-                    if host.strict:
-                        raise
-                    warnings.warn(f"training recipes from plugin {src.owner!r} skipped: {exc}", RuntimeWarning,
-                                  stacklevel=2)
-            for name in list(reg.entries):  # after every file is read: `extends` may cross files
-                try:
-                    reg.resolve(name, strict=False)
-                except RecipeError as exc:
-                    if host.strict:
-                        raise
-                    reg.entries[name].unavailable = str(exc)
-                    warnings.warn(f"training recipe {name!r} is invalid and was skipped: {exc}", RuntimeWarning,
-                                  stacklevel=2)
-            reg._host = host
-            _REGISTRY = reg
-        return _REGISTRY
+    return _CACHE.get()
 
 
 def invalidate() -> None:
     """Drop the cached registry; rebuilt on next use (a plugin was added in-process)."""
-    global _REGISTRY
-    with _LOCK:
-        _REGISTRY = None
-
-
-plugins.on_change(invalidate)  # plugins added or removed: rebuild from their recipe files
+    _CACHE.invalidate()
 
 
 def list_training_recipes(pattern: str = "*") -> list[str]:

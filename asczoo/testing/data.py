@@ -123,7 +123,7 @@ def check_frontend(
             assert_close(out[i], fe(clips[i], fe.sample_rate), f"batch() clip {i} vs. calling the frontend on it")
 
     def rebuild() -> None:
-        from asczoo import create_frontend
+        from asczoo.data.frontend import create_frontend
         from asczoo.plugins import UnknownPartError
 
         fe = get()

@@ -263,7 +263,7 @@ def _run_locked(name: str, rec: dict[str, Any], runtime: Any, run_dir: Path, *, 
 
 
 def _version() -> str:
-    from asczoo import __version__
+    from asczoo.version import __version__
 
     return __version__
 

@@ -5,7 +5,7 @@ Which torch path, and why. torch 2.11 keeps the int8 CPU kernels (``quantized::c
 call them (:mod:`torch.ao.nn.quantized`), but its two workflows around them are on the way out: the
 eager/FX ``prepare``/``convert`` front ends of ``torch.ao.quantization`` are deprecated, and PT2E moved
 to the separate ``torchao`` package (not a dependency here, and its exported graphs cannot be rebuilt
-from ``config.json`` + safetensors by :func:`~asczoo.hub.from_pretrained` without exporting again).
+from ``config.json`` + safetensors by :func:`~asczoo.models.pretrained.from_pretrained` without exporting again).
 asczoo therefore does the small part of the workflow itself, on the model as built:
 
 1. batch norms that directly follow a convolution are folded into it
@@ -35,116 +35,17 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from asczoo.complexity import measure, stored_state  # noqa: F401  (stored_state: the saved form of a quantised model)
+from asczoo.analysis.complexity import measure
+from asczoo.stored_weights import (  # noqa: F401  (the stored form: part of this tool's API too)
+    QUANTIZABLE, SCHEMES, QuantizationError, QuantizedLayer, fold_batch_norms, loaded_state, replace_module, restore, stored_state,
+)
 
-QUANTIZABLE = (nn.Conv2d, nn.Conv3d, nn.Linear)
+
 #: parameterised modules that may stay in float inside a quantised model (cheap, element-wise)
 FLOAT_OK = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
-SCHEMES = ("int8", "fp16")
-
-
-class QuantizationError(ValueError):
-    """A model (part) that cannot be quantised; the message names the part and why."""
-
-
-def _activation_qparams(low: float, high: float) -> tuple[float, int]:
-    """uint8 affine scale and zero point for the range [low, high] (widened to hold 0), 7-bit range."""
-    low, high = min(low, 0.0), max(high, 0.0)
-    qmax = 127  # reduce_range: see the module docstring
-    scale = max((high - low) / qmax, 1e-8)
-    zero_point = int(min(qmax, max(0, round(-low / scale))))
-    return float(scale), zero_point
-
-
-class QuantizedLayer(nn.Module):
-    """An int8 ``Conv2d``/``Conv3d``/``Linear``: quantise the input, run the int8 kernel, dequantise.
-
-    The state (``weight`` int8, ``weight_scale`` per output channel, ``bias`` float, input and output
-    scale and zero point) is plain tensors; the packed kernel is built on first use after loading.
-    """
-
-    def __init__(self, layer: nn.Module) -> None:
-        super().__init__()
-        if not isinstance(layer, QUANTIZABLE):
-            raise TypeError(f"QuantizedLayer wraps {', '.join(t.__name__ for t in QUANTIZABLE)}, not {type(layer).__name__}")
-        self.kind = type(layer).__name__
-        self.options: dict[str, Any] = {}
-        if isinstance(layer, nn.Linear):
-            self.options = {"in_features": layer.in_features, "out_features": layer.out_features}
-        else:
-            if layer.padding_mode != "zeros":
-                raise QuantizationError(f"{self.kind} with padding_mode={layer.padding_mode!r} has no int8 kernel")
-            self.options = {key: getattr(layer, key) for key in
-                            ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")}
-        out = layer.weight.shape[0]
-        self.register_buffer("weight", torch.zeros(layer.weight.shape, dtype=torch.int8))
-        self.register_buffer("weight_scale", torch.ones(out))
-        self.register_buffer("bias", torch.zeros(out))
-        for name in ("input", "output"):
-            self.register_buffer(f"{name}_scale", torch.ones(()))
-            self.register_buffer(f"{name}_zero_point", torch.zeros((), dtype=torch.int64))
-        self._forget_kernel()
-
-    def _forget_kernel(self) -> None:
-        # kept out of the module tree (a plain attribute, not a submodule): the packed kernel is
-        # derived state, not saved in the state dict
-        self.__dict__["_kernel"] = None
-
-    @torch.no_grad()
-    def set_from(self, layer: nn.Module, inputs: tuple[float, float], outputs: tuple[float, float]) -> None:
-        """Quantise ``layer``'s weights (symmetric per channel) and set the calibrated activation ranges."""
-        w = layer.weight.detach().float()
-        scale = (w.flatten(1).abs().amax(dim=1) / 127).clamp_min(1e-12)
-        self.weight.copy_(torch.round(w / scale.view(-1, *[1] * (w.dim() - 1))).clamp(-127, 127).to(torch.int8))
-        self.weight_scale.copy_(scale)
-        self.bias.copy_(layer.bias.detach().float() if layer.bias is not None else torch.zeros_like(self.bias))
-        for name, (low, high) in (("input", inputs), ("output", outputs)):
-            s, z = _activation_qparams(low, high)
-            getattr(self, f"{name}_scale").fill_(s)
-            getattr(self, f"{name}_zero_point").fill_(z)
-        self._forget_kernel()
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._forget_kernel()
-        return super()._load_from_state_dict(*args, **kwargs)
-
-    def kernel(self) -> nn.Module:
-        if self._kernel is None:
-            import torch.ao.nn.quantized as nnq
-
-            scale = self.weight_scale.double().cpu()
-            shape = (-1, *[1] * (self.weight.dim() - 1))
-            qweight = torch.quantize_per_channel((self.weight.cpu().double() * scale.view(shape)).float(), scale,
-                                                 torch.zeros(scale.shape, dtype=torch.long), 0, torch.qint8)
-            if self.kind == "Linear":
-                module = nnq.Linear(self.options["in_features"], self.options["out_features"])
-            else:
-                module = getattr(nnq, self.kind)(**self.options)
-            module.set_weight_bias(qweight, self.bias.cpu())
-            module.scale, module.zero_point = float(self.output_scale), int(self.output_zero_point)
-            self.__dict__["_kernel"] = module
-        return self.__dict__["_kernel"]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
-            raise RuntimeError("int8 models run on the CPU (torch's quantized kernels are CPU-only); load with device='cpu'")
-        shape = x.shape
-        if self.kind == "Linear" and x.dim() != 2:
-            x = x.reshape(-1, shape[-1])
-        q = torch.quantize_per_tensor(x.float().contiguous(), float(self.input_scale), int(self.input_zero_point), torch.quint8)
-        y = self.kernel()(q).dequantize()
-        return y.reshape(*shape[:-1], y.shape[-1]) if self.kind == "Linear" and len(shape) != 2 else y
-
-    def extra_repr(self) -> str:
-        return f"{self.kind}, int8 weights {tuple(self.weight.shape)}"
 
 
 # -- structure --------------------------------------------------------------------------------------------
-
-def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, name, module)
-
 
 def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
     """``(conv, batch norm)`` paths where the norm's input is the convolution's output tensor itself,
@@ -173,16 +74,6 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, st
         for handle in handles:
             handle.remove()
     return list(dict.fromkeys(pairs))
-
-
-def fold_batch_norms(model: nn.Module, pairs: Iterable[Sequence[str]]) -> None:
-    """Fold each batch norm into its convolution (eval statistics) and replace it with ``Identity``."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    for conv_path, bn_path in pairs:
-        conv, bn = model.get_submodule(conv_path), model.get_submodule(bn_path)
-        _set_module(model, conv_path, fuse_conv_bn_eval(conv.eval(), bn.eval()))
-        _set_module(model, bn_path, nn.Identity())
 
 
 def _inside(path: str, parts: Iterable[str]) -> bool:
@@ -267,7 +158,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, keep
         layer = q.get_submodule(path)
         quantized = QuantizedLayer(layer)
         quantized.set_from(layer, tuple(ranges[path][:2]), tuple(ranges[path][2:]))
-        _set_module(q, path, quantized)
+        replace_module(q, path, quantized)
     q.quantization = {
         "scheme": "int8", "folded": [list(p) for p in folded], "layers": leaves, "keep_float": list(keep_float),
         "calibration_clips": seen,
@@ -284,37 +175,6 @@ def quantize_fp16(model: nn.Module) -> nn.Module:
         p.data = p.data.half().float()  # the values fp16 can hold; saved as fp16 by :func:`stored_state`
     q.quantization = {"scheme": "fp16", "float_macs_per_clip": macs}
     return q
-
-
-def loaded_state(model: nn.Module, state: dict[str, torch.Tensor], quantization: dict[str, Any] | None,
-                 ) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`asczoo.complexity.stored_state`: an fp16 model's parameters, stored as fp16
-    by design, widened to the float32 of the model they load into (exact: they are fp16 values). Every
-    other tensor is left as stored, so strict loading still refuses any other dtype mismatch."""
-    if (quantization or {}).get("scheme") != "fp16":
-        return state
-    own = model.state_dict()
-    params = {n for n, _ in model.named_parameters()}
-    return {k: (v.to(own[k].dtype) if k in params and k in own and v.dtype == torch.float16
-                and own[k].dtype == torch.float32 else v) for k, v in state.items()}
-
-
-def restore(model: nn.Module, quantization: dict[str, Any]) -> nn.Module:
-    """Give a freshly built float ``model`` the structure recorded in ``config.json``'s ``quantization``
-    entry (folded batch norms, :class:`QuantizedLayer` in place of the listed layers), before its
-    weights load."""
-    scheme = quantization.get("scheme")
-    if scheme not in SCHEMES:
-        raise ValueError(f"config.json: quantization scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
-    if scheme == "int8":
-        try:
-            fold_batch_norms(model, quantization.get("folded") or [])
-            for path in quantization.get("layers") or []:
-                _set_module(model, path, QuantizedLayer(model.get_submodule(path)))
-        except (AttributeError, TypeError) as exc:
-            raise ValueError(f"config.json: the quantization entry does not fit the model's structure ({exc})") from None
-    model.quantization = copy.deepcopy(dict(quantization))
-    return model
 
 
 def parity(float_model: nn.Module, quantized: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ functions (the CP-JKU ``dcase2025_task1_inference`` template's API):
 
 The generated package (``DIR/pyproject.toml``, ``DIR/<Lastname_INST_task1>/<name>.py`` and
 ``resources/``) holds each model as ``config.json`` + ``model.safetensors`` (``resources/general/``,
-``resources/<device>/``) and ``complexity.json`` (:mod:`asczoo.complexity`, per device model); its
+``resources/<device>/``) and ``complexity.json`` (:mod:`asczoo.analysis.complexity`, per device model); its
 module is a thin layer over :class:`DeviceModels` and the functions below, so inputs are computed
 exactly as ``asczoo predict`` computes them (the model's own frontend, the same windows). A file
 longer than the model's clip gives several windows; its logits are ``log`` of the mean window
@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from asczoo import __version__
+from asczoo.version import __version__
 
 NAME_RE = re.compile(r"^([A-Z][A-Za-z-]*_[A-Za-z0-9-]+_task1)_([1-4])\Z")  # \Z: "$" also matches before a final newline
 GENERAL = "general"
@@ -116,7 +116,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from asczoo import dcase_package as _package
+from asczoo.deploy import dcase_package as _package
 
 
 def _resources_dir() -> str:
@@ -167,7 +167,7 @@ def write_package(name: str, models: Mapping[str, nn.Module], out: str | os.Path
     (``general`` and optional per-device models) into ``out``; built in a temporary folder beside it
     and moved into place at the end, so a failure leaves nothing half-written."""
     from asczoo.atomic import atomic_write_text
-    from asczoo.complexity import measure
+    from asczoo.analysis.complexity import measure
 
     match = NAME_RE.match(name)
     if not match:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from asczoo import __version__
+from asczoo.version import __version__
 
 DEFAULT_OPSET = 18
 INPUT_NAME = "features"

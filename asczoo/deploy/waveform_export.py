@@ -1,6 +1,6 @@
 """ONNX from waveform to logits: the frontend inside the graph (``asczoo export --with-frontend``).
 
-A model exported on its own (:mod:`asczoo.export`) starts from clip features, leaving the runtime to
+A model exported on its own (:mod:`asczoo.deploy.export`) starts from clip features, leaving the runtime to
 rebuild the STFT and the mel filter bank. :class:`WaveformModel` puts the resampling-free part of the
 ``dcase-logmel`` frontend in front of the model, in operators every ONNX runtime has:
 
@@ -122,11 +122,11 @@ def waveform_metadata(wrapper: WaveformModel) -> dict[str, str]:
 
 def export_onnx_with_frontend(model, path: str | os.PathLike, *, channels: int = 2, opset: int | None = None,
                               optimize: bool = True, verify: bool = True, atol: float = 1e-4):
-    """Export waveform -> logits (see the module docstring) to ``path``. As :func:`asczoo.export.export_onnx`
+    """Export waveform -> logits (see the module docstring) to ``path``. As :func:`asczoo.deploy.export.export_onnx`
     does, the batch axis is captured as dynamic with no fallback, the graph is checked with onnxruntime
-    at :data:`asczoo.export.VERIFY_BATCHES` against the model and its own PyTorch frontend, and only
+    at :data:`asczoo.deploy.export.VERIFY_BATCHES` against the model and its own PyTorch frontend, and only
     then written (atomically)."""
-    from asczoo import export
+    from asczoo.deploy import export
 
     path = Path(path)
     was_training = model.training
@@ -159,9 +159,9 @@ def export_onnx_with_frontend(model, path: str | os.PathLike, *, channels: int =
 
 def torch_export(module: nn.Module, example: torch.Tensor, *, opset: int, optimize: bool, dynamic_shapes=None,
                  input_name: str = INPUT_NAME):
-    """:mod:`asczoo.export`'s capture and conversion (``torch.export``, no fallback, asczoo's
+    """:mod:`asczoo.deploy.export`'s capture and conversion (``torch.export``, no fallback, asczoo's
     translation table) with the graph input named ``waveform``."""
-    from asczoo import export
+    from asczoo.deploy import export
 
     export._require("onnx", "onnxscript")
     return export._torch_export(module, example, opset=opset, optimize=optimize, dynamic_shapes=dynamic_shapes,
@@ -170,7 +170,7 @@ def torch_export(module: nn.Module, example: torch.Tensor, *, opset: int, optimi
 
 def add_metadata(proto, model, wrapper: WaveformModel) -> None:
     """The model-only export's metadata (name, classes, frontend) plus ``asczoo.waveform``."""
-    from asczoo import export
+    from asczoo.deploy import export
 
     export._add_metadata(proto, model)
     for key, value in waveform_metadata(wrapper).items():
@@ -192,10 +192,10 @@ def verify_with_frontend(model, source: str | os.PathLike | bytes, *, batch: int
                          channels: int = 2, seed: int = 1, name: str | os.PathLike | None = None) -> float:
     """Largest |onnxruntime - PyTorch| logit difference on random waveforms, where PyTorch runs the
     model's own frontend (``frontend.batch``); raises ExportError beyond ``atol`` (times the largest
-    logit magnitude when above 1, as :func:`asczoo.export.verify_onnx`)."""
+    logit magnitude when above 1, as :func:`asczoo.deploy.export.verify_onnx`)."""
     import onnxruntime
 
-    from asczoo import export
+    from asczoo.deploy import export
     from asczoo.data.frontend import create_frontend
 
     frontend = create_frontend(**model.frontend_config)

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
+from asczoo.stored_weights import is_weight, stored_parameter_bytes, stored_state
+
 #: bytes per parameter at each precision ``asczoo complexity --precision`` knows
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 #: DCASE 2024/2025 Task 1 limits
@@ -166,11 +168,11 @@ def measure(model: nn.Module, *, precision: str = "fp32", input_shape=None,
     source = "float model (counted before quantising)"
     quantization = getattr(model, "quantization", None)
     if quantization:
-        # a quantised model (asczoo.quantize): the int8 kernels are opaque to the counter, so the MACs
+        # a quantised model (asczoo.deploy.quantize): the int8 kernels are opaque to the counter, so the MACs
         # are the float model's, counted before quantising; the bytes are those of the stored tensors
         macs = int(quantization.get("float_macs_per_clip") or macs)
         state = stored_state(model)
-        params = sum(t.numel() for k, t in state.items() if _is_weight(k, t))
+        params = sum(t.numel() for k, t in state.items() if is_weight(k, t))
         param_bytes = stored_parameter_bytes(state)
         precision = quantization["scheme"] if quantization["scheme"] != "int8" else "int8 (stored)"
         source = f"stored {quantization['scheme']} tensors; MACs of the float model"
@@ -179,30 +181,6 @@ def measure(model: nn.Module, *, precision: str = "fp32", input_shape=None,
         macs_per_clip=int(macs), clip_seconds=float(clip_seconds) if clip_seconds else None,
         macs_per_second=(macs / float(clip_seconds)) if clip_seconds else None, layers=layers, source=source,
     )
-
-
-def stored_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict to save: for fp16 models the parameters as fp16, otherwise as they are."""
-    state = model.state_dict()
-    if (getattr(model, "quantization", None) or {}).get("scheme") == "fp16":
-        params = {n for n, _ in model.named_parameters()}
-        state = {k: (v.half() if k in params and v.is_floating_point() else v) for k, v in state.items()}
-    return state
-
-
-#: state entries that are not parameters: quantisation scales and zero points, normalisation statistics
-_NOT_WEIGHTS = ("_scale", "_zero_point", "norm_mean", "norm_std", "num_batches_tracked", "running_mean", "running_var")
-
-
-def _is_weight(key: str, tensor: torch.Tensor) -> bool:
-    return not key.endswith(_NOT_WEIGHTS)
-
-
-def stored_parameter_bytes(tensors: dict[str, torch.Tensor]) -> int:
-    """Bytes of the stored weights (after quantising: the int8 tensors, and the float biases and
-    parameters kept in float), without the per-channel scales, zero points and normalisation
-    statistics (as DCASE counts parameters)."""
-    return sum(t.numel() * t.element_size() for k, t in tensors.items() if _is_weight(k, t))
 
 
 def format_table(result: Complexity) -> str:
