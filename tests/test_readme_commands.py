@@ -101,7 +101,8 @@ def _subparser(command: str):
 
 @pytest.mark.parametrize("line, command, inline", COMMANDS, ids=[f"L{c[0]}:{c[1][:40]}" for c in COMMANDS])
 def test_readme_command(line, command, inline, tmp_path, capsys, monkeypatch):
-    from asczoo import factory, training_recipes
+    from asczoo.models import factory
+    from asczoo.recipes import training_recipes
 
     monkeypatch.chdir(tmp_path)
     for tokens in variants(command, tmp_path):
