@@ -19,11 +19,19 @@ from model_fixtures import CLASSES, features, randomise, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-#: every model the registry can build here: the relation presets (built-in and plugins') and baselines
+#: every model the registry can build here: the relation presets (built-in and plugins') and baselines;
+#: each is exported at the full input with a dynamic batch (``slow``, below)
 MODELS = asczoo.list_models()
 #: exported with a dynamic batch axis (the CLI's default); the others with a fixed batch, which
 #: exercises the same operators at a third of the export time
 DYNAMIC = "atresn-net-resnet18"
+#: the flagship and one model per backbone family: their dynamic-batch files are run at every batch
+#: of VERIFY_BATCHES again by the test (the others at two sizes); in the quick suite (tiny widths and
+#: inputs) they and each relation-block kind stand for the registry
+FAMILIES = ["atresn-net-resnet18", "atresn-net-preact18", "atresn-net-convnext-atto", "atresn-net-efficientnet-b0",
+            "atresn-net-mobilenetv3-large-100", "atresn-net-regnety-008", "lc-atresn-narrow"]
+QUICK = FAMILIES + ["resnet18-3d", "tresn-net-resnet18", "senot-net-resnet18"] + \
+    [n for n in MODELS if n.startswith("nonlocal-net-")][:1]
 
 
 def run_onnx(path, x: torch.Tensor) -> torch.Tensor:
@@ -32,18 +40,38 @@ def run_onnx(path, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_onnx_matches_pytorch(name, tmp_path):
-    model = tiny_model(name)
-    x = features(model, batch=2)
-    with torch.no_grad():
-        expected = model(x)
-        if model.relations:  # the comparison must cover the relation blocks: they change the logits
+def _blocks_matter(model, x: torch.Tensor, expected: torch.Tensor) -> None:
+    """The comparison must cover the relation blocks: zeroing them changes the logits."""
+    if model.relations:
+        with torch.no_grad():
             saved = {k: v.clone() for k, v in model.relations.state_dict().items()}
             for p in model.relations.parameters():
                 p.zero_()
             assert (model(x) - expected).abs().max() > 1e-3
             model.relations.load_state_dict(saved)
+
+
+def _check_metadata(path, model, name: str) -> None:
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["asczoo.name"] == name and json.loads(meta["asczoo.classes"]) == model.classes
+    assert json.loads(meta["asczoo.frontend"]) == model.frontend_config
+
+
+def test_quick_set_covers_every_family_and_block_kind():
+    assert set(QUICK) <= set(MODELS) and len(set(QUICK)) == len(QUICK)
+    kinds = {(asczoo.model_recipe(n).get("relation") or {}).get("plugin") for n in MODELS
+             if isinstance(asczoo.model_recipe(n).get("relation"), dict)}
+    assert kinds <= {(asczoo.model_recipe(n).get("relation") or {}).get("plugin") for n in QUICK
+                     if isinstance(asczoo.model_recipe(n).get("relation"), dict)}
+
+
+@pytest.mark.parametrize("name", QUICK)
+def test_onnx_matches_pytorch(name, tmp_path):
+    model = tiny_model(name)
+    x = features(model, batch=2)
+    with torch.no_grad():
+        expected = model(x)
+    _blocks_matter(model, x, expected)
 
     dynamic = name == DYNAMIC
     result = export_onnx(model, tmp_path / "m.onnx", dynamic_batch=dynamic, optimize=False, verify=False)
@@ -54,10 +82,7 @@ def test_onnx_matches_pytorch(name, tmp_path):
             xb = features(model, batch=batch, seed=batch)
             with torch.no_grad():
                 torch.testing.assert_close(run_onnx(result.path, xb), model(xb), rtol=0, atol=1e-4)
-
-    meta = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
-    assert meta["asczoo.name"] == name and json.loads(meta["asczoo.classes"]) == model.classes
-    assert json.loads(meta["asczoo.frontend"]) == model.frontend_config
+    _check_metadata(result.path, model, name)
 
 
 def test_onnx_export_of_a_block_whose_points_exclude_only_themselves(tmp_path):
@@ -88,8 +113,10 @@ OWN_FULL_INPUT = {"lc-resnet-narrow": (8, 3, 64, 32), "lc-atresn-narrow": (8, 3,
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_full_size_export_verifies_at_every_batch(name, tmp_path):
-    """At the full input size, tiny widths: the dynamic-batch file runs at batches 1, 2, 3 and 7.
-    (A row-block size computed from the traced batch was once baked into the graph: batch 3 failed.)"""
+    """At the full input size, narrow widths, every registry model: the dynamic-batch file is verified by
+    the export itself at VERIFY_BATCHES (1, 2, 3, 7), and run here again at two sizes (every size for the
+    flagship and one model per family). (A row-block size computed from the traced batch was once baked
+    into the graph: batch 3 failed.)"""
     torch.manual_seed(0)
     model = asczoo.create_model(name, overrides={"backbone": {"channels": [8, 16, 32, 64], "stem_width": 8},
                                                  "classes": CLASSES})
@@ -97,9 +124,14 @@ def test_full_size_export_verifies_at_every_batch(name, tmp_path):
     model.eval()
     assert model.input_shape == OWN_FULL_INPUT.get(name, FULL_INPUT)
     assert VERIFY_BATCHES == (1, 2, 3, 7)
+    x = features(model, batch=2)
+    with torch.no_grad():
+        expected = model(x)
+    _blocks_matter(model, x, expected)
     result = export_onnx(model, tmp_path / "m.onnx", optimize=False)
     assert result.max_abs_diff is not None
-    for batch in (1, 3, 7):
+    _check_metadata(result.path, model, name)
+    for batch in (1, 3, 7) if name in FAMILIES else (1, 3):
         xb = features(model, batch=batch, seed=10 + batch)
         with torch.no_grad():
             expected = model(xb)
