@@ -27,7 +27,7 @@ def trained_export(tmp_path_factory):
     """A tiny ATReSN-Net (relation blocks included) taught the synthetic task, exported to ONNX, and a
     held-out synthetic set: a model with random weights has near-ties everywhere, which no int8 scheme
     keeps; agreement is only meaningful for a model whose decisions have margins."""
-    from asczoo.export import export_onnx
+    from asczoo.deploy.export import export_onnx
 
     model = tiny_model("atresn-net-resnet18")
     patterns = torch.randn(len(model.classes), *model.input_shape, generator=torch.Generator().manual_seed(0))

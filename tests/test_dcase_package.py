@@ -137,7 +137,7 @@ def test_overwrite_replaces_only_an_earlier_package(tmp_path, capsys):
 
 
 def test_int8_is_refused_naming_the_official_counter(tmp_path, capsys):
-    from asczoo import dcase_package
+    from asczoo.deploy import dcase_package
 
     model = asczoo.create_model("resnet18-3d", overrides=tiny_overrides(), num_classes=3).eval()
     model.quantization = {"scheme": "int8"}
@@ -147,8 +147,8 @@ def test_int8_is_refused_naming_the_official_counter(tmp_path, capsys):
 
 
 def test_fp16_package_holds_fp16_parameters_and_has_the_template_resources(tmp_path):
-    from asczoo import dcase_package
-    from asczoo.quantize import quantize_fp16
+    from asczoo.deploy import dcase_package
+    from asczoo.deploy.quantize import quantize_fp16
 
     torch.manual_seed(0)
     model = quantize_fp16(asczoo.create_model("resnet18-3d", overrides=tiny_overrides(), num_classes=3).eval())

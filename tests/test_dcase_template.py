@@ -52,7 +52,7 @@ def _template_or_skip() -> Path:
 
 
 def _model(entry: str, precision: str, seed: int):
-    from asczoo.quantize import quantize_fp16
+    from asczoo.deploy.quantize import quantize_fp16
 
     torch.manual_seed(seed)
     model = asczoo.create_model(entry, overrides=tiny_overrides(), num_classes=CLASSES).eval()

@@ -39,8 +39,8 @@ def test_official_and_asczoo_counts_agree_or_differ_by_named_ops(name, capsys):
 
 def test_fp16_is_counted_at_two_bytes_as_packaged(capsys):
     pytest.importorskip("torchinfo")
-    from asczoo.official_complexity import official_count
-    from asczoo.quantize import quantize_fp16
+    from asczoo.analysis.official_complexity import official_count
+    from asczoo.deploy.quantize import quantize_fp16
     from asczoo.testing.tiny import tiny_overrides
 
     model = asczoo.create_model("lc-resnet-narrow", overrides=tiny_overrides()).eval()

@@ -53,7 +53,7 @@ def run(args) -> int:
     result = measure(model, precision=args.precision)
     official = None
     if args.dcase:
-        from asczoo.official_complexity import official_count
+        from asczoo.analysis.official_complexity import official_count
 
         official = official_count(model)
     if args.json:

@@ -43,7 +43,7 @@ def official_count(model: nn.Module) -> dict[str, Any]:
     except ImportError:
         return {"available": False, "note": "torchinfo is not installed, so the organisers' figure cannot be "
                 "computed here (pip install torchinfo, or asczoo[test])"}
-    from asczoo.complexity import measure
+    from asczoo.analysis.complexity import measure
 
     scheme = (getattr(model, "quantization", None) or {}).get("scheme")
     held = held_as_packaged(model)
