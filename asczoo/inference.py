@@ -151,14 +151,19 @@ def collect_audio_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, 
 
     A file is named as given; a folder contributes its audio files (searched recursively, sorted),
     named relative to the folder's parent, so ``dataset/audio`` gives DCASE-style names
-    ``audio/airport-....wav``. A path that does not exist is kept (it is reported as unreadable).
+    ``audio/airport-....wav``; a DCASE setup table (``evaluation_setup/fold1_test.csv``: tab-separated,
+    a ``filename`` column) contributes the files it lists, in its order and named as listed, found
+    relative to the dataset folder (the one holding ``evaluation_setup/``). A path that does not exist
+    is kept (it is reported as unreadable).
     """
     from asczoo.data.audio import is_audio_file
 
     files: list[tuple[Path, str]] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        if path.suffix == ".csv" and path.is_file():
+            files += _listed_files(path)
+        elif path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and is_audio_file(p))
             if not found:
                 raise FileNotFoundError(f"{path}: no audio files (.wav, .flac) in this folder")
@@ -167,6 +172,20 @@ def collect_audio_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, 
         else:
             files.append((path, Path(raw).as_posix()))
     return files
+
+
+def _listed_files(table: Path) -> list[tuple[Path, str]]:
+    """The files a DCASE setup table lists (``filename`` column), in its order, named as listed."""
+    import csv
+
+    with open(table, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    if not rows or "filename" not in rows[0]:
+        raise ValueError(f"{table}: expected a tab-separated DCASE setup table with a 'filename' column, "
+                         f"got header {rows[0] if rows else '(empty file)'}")
+    column = rows[0].index("filename")
+    root = table.parent.parent if table.parent.name == "evaluation_setup" else table.parent
+    return [(root / row[column], row[column]) for row in rows[1:] if len(row) > column and row[column]]
 
 
 def predict_files(
@@ -325,9 +344,11 @@ def write_dcase_output(results: Sequence[FileResult], classes: Sequence[str], pa
     ``filename scene_label <class> ...`` (the classes in the model's order), then per file its name, the
     predicted scene and one probability per class; files that could not be read are left out.
 
-    File names are written as the DCASE 2024 baseline writes them: relative to the dataset's ``audio/``
-    folder (``audio/airport-lisbon-1000-40000-0-a.wav`` -> ``airport-lisbon-1000-40000-0-a.wav``)."""
-    write_scores([dataclasses.replace(r, name=dcase_file_name(r.name)) for r in results], classes, path)
+    File names are written as the DCASE 2025 inference template's ``evaluate_submission.py`` writes
+    them: as the evaluation set's ``fold1_test.csv`` lists them (``audio/0.wav``), which is what
+    ``asczoo predict MODEL EVAL/evaluation_setup/fold1_test.csv`` names them, in the table's order
+    (``dcase_file_name`` gives the DCASE 2024 baseline's form, without ``audio/``)."""
+    write_scores(results, classes, path)
 
 
 def dcase_file_name(name: str) -> str:

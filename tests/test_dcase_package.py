@@ -104,3 +104,62 @@ def test_installed_package_predicts_what_asczoo_predict_does(tmp_path):
     assert result["classes"] == header[-3:]
     expected = [[float(v) for v in row[-3:]] for row in body]
     np.testing.assert_allclose(result["probs"], expected, atol=1e-4)
+
+
+def test_out_overlapping_the_models_read_is_refused_with_or_without_overwrite(tmp_path, capsys):
+    run = saved_model(tmp_path / "runs" / "general")
+    (tmp_path / "runs" / "notes.txt").write_text("the user's own file")
+    for out in (run, tmp_path / "runs", run / "pkg"):
+        for extra in ([], ["--overwrite"]):
+            assert main(["package", str(run), "--name", NAME, "--out", str(out), *extra]) == 2
+            assert "which the package is read from" in capsys.readouterr().err
+    assert (run / "config.json").is_file() and (tmp_path / "runs" / "notes.txt").read_text() == "the user's own file"
+    device = saved_model(tmp_path / "device-a", seed=1)
+    assert main(["package", str(run), "--name", NAME, "--out", str(device / "x"), "--device-model", f"a={device}"]) == 2
+
+
+def test_overwrite_replaces_only_an_earlier_package(tmp_path, capsys):
+    general = saved_model(tmp_path / "general")
+    out = tmp_path / "pkg"
+    assert main(["package", str(general), "--name", NAME, "--out", str(out)]) == 0
+    manifest = json.loads((out / "asczoo-package.json").read_text())
+    assert "Tester_ZOO_task1/resources/dummy.wav" in manifest["files"] and "pyproject.toml" in manifest["files"]
+    assert main(["package", str(general), "--name", NAME, "--out", str(out), "--overwrite"]) == 0
+    (out / "mine.txt").write_text("not written by asczoo")
+    assert main(["package", str(general), "--name", NAME, "--out", str(out), "--overwrite"]) == 2
+    assert "'mine.txt', which asczoo package did not write" in capsys.readouterr().err
+    assert (out / "mine.txt").is_file()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.tex").write_text("x")
+    assert main(["package", str(general), "--name", NAME, "--out", str(other), "--overwrite"]) == 2
+    assert "no asczoo-package.json" in capsys.readouterr().err and (other / "thesis.tex").is_file()
+
+
+def test_int8_is_refused_naming_the_official_counter(tmp_path, capsys):
+    from asczoo.deploy import dcase_package
+
+    model = asczoo.create_model("resnet18-3d", overrides=tiny_overrides(), num_classes=3).eval()
+    model.quantization = {"scheme": "int8"}
+    with pytest.raises(dcase_package.PackageRefused, match="torchinfo.*quantized modules.*fp32 or fp16"):
+        dcase_package.write_package(NAME, {"general": model}, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_fp16_package_holds_fp16_parameters_and_has_the_template_resources(tmp_path):
+    from asczoo.deploy import dcase_package
+    from asczoo.deploy.quantize import quantize_fp16
+
+    torch.manual_seed(0)
+    model = quantize_fp16(asczoo.create_model("resnet18-3d", overrides=tiny_overrides(), num_classes=3).eval())
+    model.save_pretrained(tmp_path / "half")
+    (tmp_path / "test.csv").write_text("filename\tscene_label\naudio/x.wav\tclass_0\n")
+    assert main(["package", str(tmp_path / "half"), "--name", NAME, "--out", str(tmp_path / "pkg"),
+                 "--test-csv", str(tmp_path / "test.csv")]) == 0
+    resources = tmp_path / "pkg" / "Tester_ZOO_task1" / "resources"
+    assert (resources / "__init__.py").is_file() and (resources / "test.csv").read_text().startswith("filename")
+    waveform, rate = soundfile.read(resources / "dummy.wav")
+    assert rate == model.frontend_config["sample_rate"] and len(waveform) == rate * model.frontend_config["clip_seconds"]
+    loaded = dcase_package.load_models(resources)
+    assert {p.dtype for p in loaded.for_device("s9").parameters()} == {torch.float16}
+    assert loaded.model is loaded.models, "evaluate_submission.py saves load_model().model.state_dict()"

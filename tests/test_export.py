@@ -76,6 +76,7 @@ def test_onnx_matches_pytorch(name, tmp_path):
     dynamic = name == DYNAMIC
     result = export_onnx(model, tmp_path / "m.onnx", dynamic_batch=dynamic, optimize=False, verify=False)
     assert result.path == tmp_path / "m.onnx" and result.max_abs_diff is None
+    onnx.checker.check_model(str(result.path), full_check=True)  # onnx's own checker, strict shape inference
     torch.testing.assert_close(run_onnx(result.path, x), expected, rtol=0, atol=1e-4)
     if dynamic:
         for batch in (1, 3):
@@ -131,6 +132,7 @@ def test_full_size_export_verifies_at_every_batch(name, tmp_path):
     result = export_onnx(model, tmp_path / "m.onnx", optimize=False)
     assert result.max_abs_diff is not None
     _check_metadata(result.path, model, name)
+    onnx.checker.check_model(str(result.path), full_check=True)
     for batch in (1, 3, 7) if name in FAMILIES else (1, 3):
         xb = features(model, batch=batch, seed=10 + batch)
         with torch.no_grad():
@@ -146,6 +148,7 @@ def test_full_size_full_width_flagship_export_verifies(tmp_path):
     randomise(model, 0)
     result = export_onnx(model.eval(), tmp_path / "m.onnx")
     assert result.max_abs_diff is not None
+    onnx.checker.check_model(str(result.path), full_check=True)  # the optimised graph too
 
 
 def test_failed_verification_writes_nothing_and_keeps_an_older_file(tmp_path):

@@ -168,9 +168,9 @@ def test_train_fold_option_and_dcase_output_csv(tmp_path, capsys):
     classes = ["airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
                "street_pedestrian", "street_traffic", "tram"]
     assert rows[0] == ["filename", "scene_label", *classes]
-    # names as the DCASE 2024 baseline writes them: relative to audio/, the folder itself left out
-    assert len(rows) == 181 and not any(row[0].startswith("audio/") for row in rows[1:])
-    assert {row[0] for row in rows[1:]} == {p.name for p in (data / "audio").glob("*.wav")}
+    # names as the DCASE 2025 inference template writes them: as the dataset lists them (audio/...)
+    assert len(rows) == 181 and all(row[0].startswith("audio/") for row in rows[1:])
+    assert {row[0] for row in rows[1:]} == {f"audio/{p.name}" for p in (data / "audio").glob("*.wav")}
     for row in rows[1:]:
         probabilities = [float(v) for v in row[2:]]
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)

@@ -47,6 +47,7 @@ def exported(tmp_path_factory):
     path = tmp_path_factory.mktemp("wave") / "atresn.onnx"
     result = export_onnx_with_frontend(model, path)
     assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+    onnx.checker.check_model(str(path), full_check=True)  # onnx's own checker, strict shape inference
     return model, path
 
 
@@ -118,6 +119,7 @@ def test_full_size_parity(tmp_path):
             block.output.norm.weight.fill_(1.0)
     path = tmp_path / "full.onnx"
     export_onnx_with_frontend(model, path, verify=False)
+    onnx.checker.check_model(str(path), full_check=True)
     for batch in (1, 2):
         wave = waves(model, batch, seed=batch)
         expected_features, expected = reference(model, wave)

@@ -18,6 +18,9 @@ def add_arguments(parser) -> None:
                         help="override a recipe value of a registry model, e.g. backbone.width=16 (repeatable)")
     parser.add_argument("--stage", default=None, help="stage of a run directory (default: its final model)")
     parser.add_argument("--layers", action="store_true", help="also print the per-layer table")
+    parser.add_argument("--dcase", action="store_true",
+                        help="also print the figure the DCASE 2025 organisers' counter gives (torchinfo, as the "
+                             "inference template's complexity.py counts) and why it differs from asczoo's")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
@@ -48,11 +51,26 @@ def run(args) -> int:
 
     model = load_any(args.model, overrides=parse_overrides(args.overrides), stage=args.stage).to("cpu")
     result = measure(model, precision=args.precision)
+    official = None
+    if args.dcase:
+        from asczoo.analysis.official_complexity import official_count
+
+        official = official_count(model)
     if args.json:
-        print(json.dumps(result.to_dict(layers=args.layers), indent=2))
+        out = result.to_dict(layers=args.layers)
+        if official is not None:
+            out["dcase_official"] = official
+        print(json.dumps(out, indent=2))
         return 0
     print(f"{getattr(model, 'name', args.model)}: input (1, {', '.join(map(str, model.input_shape))})")
     print(result.summary())
+    if official is not None:
+        if not official["available"] or official.get("macs") is None:
+            print(f"DCASE organisers' counter (torchinfo): not computed: {official['note']}")
+        else:
+            print(f"DCASE organisers' counter (torchinfo): {official['macs'] / 1e6:.3f} M MACs per clip, "
+                  f"{official['param_bytes']:,} parameter bytes as packaged (asczoo: {result.macs_per_clip / 1e6:.3f} M)")
+            print(f"  why they differ: {official['note']}")
     if args.layers:
         print()
         print(format_table(result))

@@ -10,14 +10,16 @@ HELP = "classify audio files or folders; writes a DCASE submission file and per-
 
 def add_arguments(parser) -> None:
     parser.add_argument("model", help="a trained model: folder, hf-hub:org/name[@revision], org/name, or arch.tag")
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="audio files (.wav, .flac) or folders of them")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="audio files (.wav, .flac), folders of them, or a DCASE setup table "
+                        "(EVAL/evaluation_setup/fold1_test.csv: its files, in its order, named as listed)")
     parser.add_argument("--output", "-o", metavar="FILE",
                         help="DCASE submission file (filename<TAB>scene_label); default: print to stdout")
     parser.add_argument("--scores", metavar="FILE",
                         help="per-class probabilities file (default with --output: OUTPUT.scores.tsv)")
     parser.add_argument("--dcase-output", metavar="FILE",
                         help="also write DCASE 2024/2025 Task 1 output.csv: filename, scene_label and one probability "
-                             "column per class, tab-separated (single-label models)")
+                             "column per class, tab-separated (single-label models); the columns, order and names of "
+                             "the DCASE 2025 inference template's evaluate_submission.py when PATH is fold1_test.csv")
     parser.add_argument("--threshold", type=float, default=0.5, metavar="P",
                         help="multi-label models: print every label with probability >= P (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, metavar="B", help="clip windows per forward pass (16)")

@@ -48,6 +48,8 @@ class DeviceModels(nn.Module):
             raise ValueError(f"DeviceModels needs a {GENERAL!r} model for unknown devices; got {sorted(models)}")
         self.models = nn.ModuleDict(dict(models))
         general = self.models[GENERAL]
+        # the template's evaluate_submission.py saves ``load_model().model.state_dict()``
+        self.model = self.models
         for device, model in self.models.items():
             if list(model.classes) != list(general.classes) or dict(model.frontend_config) != dict(general.frontend_config):
                 raise ValueError(f"device model {device!r} has other classes or another frontend than the general model")
@@ -60,6 +62,19 @@ class DeviceModels(nn.Module):
         return self.models[GENERAL](x)
 
 
+def _as_stored(model: nn.Module) -> nn.Module:
+    """An fp16 model (``asczoo quantize --scheme fp16``) with its parameters held in fp16, as saved:
+    the official counter (the template's ``complexity.py``) counts bytes from the dtypes of
+    ``parameters()`` as loaded, so widening them to float32 would count 4 bytes a parameter."""
+    if (getattr(model, "quantization", None) or {}).get("scheme") == "fp16":
+        model.half()  # buffers too (normalisation statistics, batch-norm running stats): one dtype inside
+    return model
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def load_models(directory: str | os.PathLike) -> DeviceModels:
     """:class:`DeviceModels` from a packaged ``resources`` folder (``general/`` and ``<device>/``), or a
     single saved model folder (then the general model for every device)."""
@@ -67,11 +82,11 @@ def load_models(directory: str | os.PathLike) -> DeviceModels:
 
     root = Path(directory)
     if (root / "config.json").is_file():
-        return DeviceModels({GENERAL: from_pretrained(root, device="cpu")}).eval()
+        return DeviceModels({GENERAL: _as_stored(from_pretrained(root, device="cpu"))}).eval()
     folders = {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()} if root.is_dir() else {}
     if GENERAL not in folders:
         raise FileNotFoundError(f"{root}: expected a saved model folder or a resources folder with {GENERAL}/config.json")
-    return DeviceModels({name: from_pretrained(path, device="cpu") for name, path in folders.items()}).eval()
+    return DeviceModels({name: _as_stored(from_pretrained(path, device="cpu")) for name, path in folders.items()}).eval()
 
 
 def load_inputs(file_paths: Sequence[str], device_ids: Sequence[str], model: DeviceModels) -> list[torch.Tensor]:
@@ -90,14 +105,18 @@ def load_inputs(file_paths: Sequence[str], device_ids: Sequence[str], model: Dev
 
 
 @torch.no_grad()
-def predict(file_paths: Sequence[str], device_ids: Sequence[str], model: DeviceModels,
-            ) -> tuple[list[torch.Tensor], list[str]]:
-    """Logits per file (``log`` of the mean window probabilities) and the class order."""
+def predict(file_paths: Sequence[str], device_ids: Sequence[str], model: DeviceModels, *,
+            use_cuda: bool = False) -> tuple[list[torch.Tensor], list[str]]:
+    """Logits per file (``log`` of the mean window probabilities) and the class order; on the GPU when
+    ``use_cuda`` and one is present (the template's ``evaluate_submission.py`` passes it)."""
+    device = torch.device("cuda" if use_cuda and torch.cuda.is_available() else "cpu")
+    model = model.to(device)
     logits = []
-    for windows, device in zip(load_inputs(file_paths, device_ids, model), device_ids):
-        sub = model.for_device(device).eval()
-        probabilities = torch.softmax(sub(windows).float(), dim=-1).mean(0)
-        logits.append(torch.log(probabilities.clamp_min(1e-12)))
+    for windows, device_id in zip(load_inputs(file_paths, device_ids, model), device_ids):
+        sub = model.for_device(device_id).eval()
+        out = sub(windows.to(device=device, dtype=_model_dtype(sub)))
+        probabilities = torch.softmax(out.float(), dim=-1).mean(0)
+        logits.append(torch.log(probabilities.clamp_min(1e-12)).cpu())
     return logits, list(model.classes)
 
 
@@ -136,9 +155,9 @@ def get_model_for_device(model: torch.nn.Module, device_id: str) -> torch.nn.Mod
     return model.for_device(device_id)
 
 
-def predict(file_paths: List[str], device_ids: List[str],
-            model_file_path: Optional[str] = None) -> Tuple[List[torch.Tensor], List[str]]:
-    return _package.predict(file_paths, device_ids, load_model(model_file_path))
+def predict(file_paths: List[str], device_ids: List[str], model_file_path: Optional[str] = None,
+            use_cuda: bool = True) -> Tuple[List[torch.Tensor], List[str]]:
+    return _package.predict(file_paths, device_ids, load_model(model_file_path), use_cuda=use_cuda)
 '''
 
 _PYPROJECT = '''[build-system]
@@ -154,19 +173,92 @@ requires-python = ">=3.10"
 dependencies = ["asczoo=={version}", "torch"]
 
 [tool.setuptools]
-packages = ["{package}"]
+packages = ["{package}", "{package}.resources"]
 
 [tool.setuptools.package-data]
-{package} = ["resources/*.json", "resources/*/*.json", "resources/*/*.safetensors", "resources/*/*.md"]
+{package} = ["resources/*.json", "resources/*.wav", "resources/*.csv", "resources/*/*.json",
+             "resources/*/*.safetensors", "resources/*/*.md"]
 '''
 
 
+MANIFEST = "asczoo-package.json"
+
+
+class PackageRefused(ValueError):
+    """A package ``asczoo package`` will not write; the message names the reason and the rule."""
+
+
+def _refuse_int8(models: Mapping[str, nn.Module]) -> None:
+    for device, model in models.items():
+        if (getattr(model, "quantization", None) or {}).get("scheme") == "int8":
+            raise PackageRefused(
+                f"device model {device!r} is int8 (asczoo quantize): the official DCASE 2025 complexity check "
+                "(torchinfo in the inference template's complexity.py) cannot see torch's quantized modules and "
+                "counts 0 MACs and almost no parameter bytes for it, and the rules require the complexity the "
+                "organisers' tool reports to be the model's; package the fp32 or fp16 model instead, and state "
+                "the int8 figure of `asczoo complexity --precision int8` in the technical report")
+
+
+def _check_out(target: Path, sources: Sequence[str | os.PathLike], overwrite: bool) -> None:
+    """Refuse an ``--out`` that is, contains or lies inside a folder the package is read from, and a
+    non-empty one that an earlier ``asczoo package`` did not write (its manifest lists every file)."""
+    resolved = target.resolve()
+    for source in sources:
+        folder = Path(source).resolve()
+        if resolved == folder or folder.is_relative_to(resolved) or resolved.is_relative_to(folder):
+            raise PackageRefused(
+                f"--out {target}: it is, contains or lies inside {source}, which the package is read from; "
+                "writing there (with --overwrite or not) could replace the run itself; choose a folder outside it")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise FileExistsError(f"--out {target} exists and is not a directory")
+    present = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() or p.is_symlink())
+    if not present:
+        return
+    if not overwrite:
+        raise FileExistsError(f"{target} exists and is not empty; choose another --out or pass --overwrite")
+    try:
+        listed = set(json.loads((target / MANIFEST).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise FileExistsError(f"--overwrite: {target} has no {MANIFEST}, so asczoo package did not write it; "
+                              "--overwrite only replaces an earlier package; choose another --out") from None
+    foreign = [f for f in present if f != MANIFEST and f not in listed]
+    if foreign:
+        raise FileExistsError(f"--overwrite: {target} holds {foreign[0]!r}, which asczoo package did not write "
+                              f"(not in its {MANIFEST}); remove it or choose another --out")
+
+
+def _dummy_wav(path: Path, model: nn.Module) -> None:
+    """One clip of quiet noise at the model's sample rate and clip length: the template's
+    ``test_complexity.py`` runs ``load_inputs`` on ``resources/dummy.wav`` for every device."""
+    import io
+
+    import numpy as np
+    import soundfile
+
+    from asczoo.atomic import atomic_write
+
+    config = dict(model.frontend_config)
+    rate = int(config.get("sample_rate", 32000))
+    samples = int(round(float(config.get("clip_seconds") or 1.0) * rate))
+    noise = 0.01 * np.random.default_rng(0).standard_normal(samples).astype(np.float32)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, noise, rate, format="WAV", subtype="PCM_16")
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+
+
 def write_package(name: str, models: Mapping[str, nn.Module], out: str | os.PathLike, *,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, sources: Sequence[str | os.PathLike] = (),
+                  test_csv: str | os.PathLike | None = None) -> Path:
     """Write the package for submission ``name`` (``Lastname_INST_task1_1``) with ``models``
     (``general`` and optional per-device models) into ``out``; built in a temporary folder beside it
-    and moved into place at the end, so a failure leaves nothing half-written."""
-    from asczoo.atomic import atomic_write_text
+    and moved into place at the end, so a failure leaves nothing half-written. ``sources``: the run and
+    model folders read (``out`` may not be, contain or lie inside one); ``test_csv``: the test split
+    (tab-separated, ``filename`` column) copied to ``resources/test.csv``, which the template's
+    ``evaluate_submission.py`` reads instead of downloading the official one."""
+    from asczoo.atomic import atomic_write, atomic_write_text
     from asczoo.analysis.complexity import measure
 
     match = NAME_RE.match(name)
@@ -177,10 +269,15 @@ def write_package(name: str, models: Mapping[str, nn.Module], out: str | os.Path
     unknown = sorted(set(models) - {GENERAL, *DEVICES})
     if unknown:
         raise ValueError(f"device models {unknown}: expected devices among {', '.join(DEVICES)} (and {GENERAL!r})")
+    _refuse_int8(models)
     container = DeviceModels(models)  # checks classes and frontends agree
+    test_bytes = None
+    if test_csv is not None:
+        test_bytes = Path(test_csv).read_bytes()
+        if "filename" not in test_bytes.decode("utf-8", "replace").splitlines()[0].split("\t"):
+            raise ValueError(f"--test-csv {test_csv}: expected a tab-separated table with a 'filename' column")
     target = Path(out)
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(f"{target} exists and is not empty; choose another --out or pass --overwrite")
+    _check_out(target, sources, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -188,11 +285,17 @@ def write_package(name: str, models: Mapping[str, nn.Module], out: str | os.Path
         complexity = {}
         for device, model in container.models.items():
             model.save_pretrained(base / "resources" / device)
-            result = measure(model, precision="int8" if getattr(model, "quantization", None) else "fp32")
+            precision = (getattr(model, "quantization", None) or {}).get("scheme", "fp32")
+            result = measure(model, precision=precision)
             complexity[device] = {"MACs": result.macs_per_clip, "Params": result.parameters,
                                   "param_bytes": result.parameter_bytes, **result.to_dict()}
         text = json.dumps({"submission": name, "models": complexity}, indent=2) + "\n"
         atomic_write_text(base / "resources" / "complexity.json", text)
+        atomic_write_text(base / "resources" / "__init__.py", '"""Models, dummy.wav and test split of the package."""\n')
+        _dummy_wav(base / "resources" / "dummy.wav", container.models[GENERAL])
+        if test_bytes is not None:
+            with atomic_write(base / "resources" / "test.csv", "wb") as handle:
+                handle.write(test_bytes)
         atomic_write_text(staging / "complexity.json", text)
         atomic_write_text(base / "__init__.py", f'"""DCASE 2025 Task 1 inference package {package} (asczoo {__version__})."""\n')
         atomic_write_text(base / f"{name}.py", _MODULE.format(name=name, version=__version__))
@@ -202,6 +305,9 @@ def write_package(name: str, models: Mapping[str, nn.Module], out: str | os.Path
                           f"generated by asczoo {__version__}.\n\n    pip install .\n\n```python\n"
                           f"from {package} import {name} as submission\nlogits, classes = "
                           "submission.predict(file_paths, device_ids)\n```\n")
+        written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+        atomic_write_text(staging / MANIFEST, json.dumps({"written_by": f"asczoo {__version__} package",
+                                                          "submission": name, "files": written}, indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
