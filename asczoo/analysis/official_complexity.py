@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from asczoo.stored_weights import held_as_stored, scheme_of
+
 #: the template's dtype table (complexity.py: get_model_size_bytes)
 _DTYPE_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.int8: 1, torch.uint8: 1,
                 torch.int32: 4, torch.qint8: 1, torch.quint8: 1}
@@ -28,10 +30,7 @@ _COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 def held_as_packaged(model: nn.Module) -> nn.Module:
     """A copy of ``model`` as the generated package loads it (fp16 models in fp16)."""
-    held = copy.deepcopy(model).cpu().eval()
-    if (getattr(model, "quantization", None) or {}).get("scheme") == "fp16":
-        held.half()
-    return held
+    return held_as_stored(copy.deepcopy(model).cpu().eval())
 
 
 def official_count(model: nn.Module) -> dict[str, Any]:
@@ -45,7 +44,7 @@ def official_count(model: nn.Module) -> dict[str, Any]:
                 "computed here (pip install torchinfo, or asczoo[test])"}
     from asczoo.analysis.complexity import measure
 
-    scheme = (getattr(model, "quantization", None) or {}).get("scheme")
+    scheme = scheme_of(model)
     held = held_as_packaged(model)
     param_bytes = sum(p.numel() * _DTYPE_BYTES.get(p.dtype, p.element_size()) for p in held.parameters())
     try:
@@ -86,11 +85,10 @@ def _differences(model: nn.Module, ours, profile, scheme: str | None) -> dict[st
                      + " (ops outside Conv/Linear modules, not in torchinfo's figure; it books MACs to parameterised leaf modules only)")
     rows = sorted({*counted, *(n for n in theirs if isinstance(kinds.get(n), _COUNTED))})
     per_row = [n for n in rows if isinstance(kinds.get(n), nn.Linear) and counted.get(n, 0) > theirs.get(n, 0)]
+    extra = sum(counted.get(n, 0) - theirs.get(n, 0) for n in per_row)
     if per_row:
-        extra = sum(counted.get(n, 0) - theirs.get(n, 0) for n in per_row)
         notes.append(f"Linear layers applied per row ({', '.join(per_row)}): asczoo counts rows x weights, "
                      f"torchinfo batch x parameters ({-extra:+,} MACs)")
-    extra = sum(counted.get(n, 0) - theirs.get(n, 0) for n in per_row)
     biases = sum(theirs.get(n, 0) - counted.get(n, 0) for n in rows if n not in per_row)
     others = sum(v for n, v in theirs.items() if not isinstance(kinds.get(n), _COUNTED))
     if biases:

@@ -32,6 +32,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from asczoo.stored_weights import held_as_stored, scheme_of
 from asczoo.version import __version__
 
 NAME_RE = re.compile(r"^([A-Z][A-Za-z-]*_[A-Za-z0-9-]+_task1)_([1-4])\Z")  # \Z: "$" also matches before a final newline
@@ -62,15 +63,6 @@ class DeviceModels(nn.Module):
         return self.models[GENERAL](x)
 
 
-def _as_stored(model: nn.Module) -> nn.Module:
-    """An fp16 model (``asczoo quantize --scheme fp16``) with its parameters held in fp16, as saved:
-    the official counter (the template's ``complexity.py``) counts bytes from the dtypes of
-    ``parameters()`` as loaded, so widening them to float32 would count 4 bytes a parameter."""
-    if (getattr(model, "quantization", None) or {}).get("scheme") == "fp16":
-        model.half()  # buffers too (normalisation statistics, batch-norm running stats): one dtype inside
-    return model
-
-
 def _model_dtype(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
@@ -82,11 +74,11 @@ def load_models(directory: str | os.PathLike) -> DeviceModels:
 
     root = Path(directory)
     if (root / "config.json").is_file():
-        return DeviceModels({GENERAL: _as_stored(from_pretrained(root, device="cpu"))}).eval()
+        return DeviceModels({GENERAL: held_as_stored(from_pretrained(root, device="cpu"))}).eval()
     folders = {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()} if root.is_dir() else {}
     if GENERAL not in folders:
         raise FileNotFoundError(f"{root}: expected a saved model folder or a resources folder with {GENERAL}/config.json")
-    return DeviceModels({name: _as_stored(from_pretrained(path, device="cpu")) for name, path in folders.items()}).eval()
+    return DeviceModels({name: held_as_stored(from_pretrained(path, device="cpu")) for name, path in folders.items()}).eval()
 
 
 def load_inputs(file_paths: Sequence[str], device_ids: Sequence[str], model: DeviceModels) -> list[torch.Tensor]:
@@ -190,7 +182,7 @@ class PackageRefused(ValueError):
 
 def _refuse_int8(models: Mapping[str, nn.Module]) -> None:
     for device, model in models.items():
-        if (getattr(model, "quantization", None) or {}).get("scheme") == "int8":
+        if scheme_of(model) == "int8":
             raise PackageRefused(
                 f"device model {device!r} is int8 (asczoo quantize): the official DCASE 2025 complexity check "
                 "(torchinfo in the inference template's complexity.py) cannot see torch's quantized modules and "
@@ -285,7 +277,7 @@ def write_package(name: str, models: Mapping[str, nn.Module], out: str | os.Path
         complexity = {}
         for device, model in container.models.items():
             model.save_pretrained(base / "resources" / device)
-            precision = (getattr(model, "quantization", None) or {}).get("scheme", "fp32")
+            precision = scheme_of(model) or "fp32"
             result = measure(model, precision=precision)
             complexity[device] = {"MACs": result.macs_per_clip, "Params": result.parameters,
                                   "param_bytes": result.parameter_bytes, **result.to_dict()}
