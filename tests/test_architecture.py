@@ -121,9 +121,14 @@ def test_every_command_module_is_listed():
 def test_no_import_by_string_of_asczoo_modules():
     """import_module / __import__ / sys.modules lookups hide dependencies from the circle checks; none
     names an asczoo module (environment.py imports third-party distributions by name: allowed)."""
+    # files that import a package asczoo generated (not one of its own modules), with the reason
+    generated = {"asczoo/deploy/dcase_package.py": "imports the DCASE package it just wrote, from the staging folder, "
+                                                   "to check it computes what asczoo does before it is moved into place"}
     offenders = []
     for package in ("asczoo", "plugins/asczoo_plugins"):
         for path in (ROOT / package).rglob("*.py"):
+            if path.relative_to(ROOT).as_posix() in generated:
+                continue
             tree = ast.parse(path.read_text(), str(path))
             for node in ast.walk(tree):
                 if isinstance(node, ast.Call):
