@@ -7,7 +7,7 @@ split :func:`location_split` with :func:`location_of`, :func:`is_audio_file`, an
 :class:`DataError` (one message naming every bad input) and :class:`Problem` (one bad input).
 
 Synthetic-layout writers of dataset plugins: :func:`write_audio` (atomic WAV/FLAC) and
-:func:`asczoo.atomic.atomic_write_text`; :func:`normalise_listed` keeps a listed path inside the root,
+:func:`asczoo.atomic.atomic_write_text`; :func:`normalise_listed` and :func:`place_listed` keep a listed path inside the root,
 :func:`dataset_defaults` reads what a dataset plugin says about itself.
 
 Frontend plugins: :func:`segment_starts`, and the sample rates audio may have (:data:`MIN_SAMPLE_RATE`
@@ -24,8 +24,8 @@ from asczoo.data.augment import check_batch, create_augmentation
 from asczoo.data.checks import DataError, Problem
 from asczoo.data.dataset_check import check_dataset
 from asczoo.data.dataset_base import (
-    ClipDataset, find_setup_file, location_of, location_split, normalise_listed, read_labelled_table, read_setup_file,
-    read_table,
+    ClipDataset, find_setup_file, location_of, location_split, normalise_listed, place_listed, read_labelled_table,
+    read_setup_file, read_table,
 )
 from asczoo.data.datasets import SPLITS, create_dataset, dataset_defaults
 from asczoo.data.feature_cache import extract
@@ -36,5 +36,5 @@ __all__ = [
     "SPLITS", "Clip", "ClipDataset", "DataError", "Problem", "check_batch", "check_dataset", "create_augmentation",
     "create_dataset", "create_frontend", "extract", "find_setup_file", "is_audio_file", "location_of",
     "location_split", "read_labelled_table", "read_setup_file", "read_table", "segment_starts", "write_audio",
-    "dataset_defaults", "normalise_listed", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE",
+    "dataset_defaults", "normalise_listed", "place_listed", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE",
 ]
