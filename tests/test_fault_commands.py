@@ -4,6 +4,8 @@ command again gives what an uninterrupted run gives.
 
 The full disk is simulated where every asczoo write ends, ``os.fsync`` (safetensors, JSON and ONNX files
 are all written through :mod:`asczoo.atomic`): the Nth call raises ``ENOSPC``, as a full file system does.
+Odd N: each file's fsync is followed by its folder's, whose errors asczoo ignores (not every file system
+can sync a folder).
 """
 
 from __future__ import annotations
@@ -81,3 +83,18 @@ def test_export_with_frontend_on_a_full_disk_keeps_the_old_file(saved, tmp_path,
     _fill_disk_at(monkeypatch, 1)
     assert main(["export", str(saved), str(out), "--with-frontend", "--no-verify"]) == 2
     assert out.read_bytes() == b"the previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+@pytest.mark.parametrize("n", [5])
+def test_package_on_a_full_disk_leaves_nothing_and_a_rerun_equals_a_clean_run(saved, tmp_path, monkeypatch, capsys, n):
+    command = ["package", str(saved), "--name", "Doe_TU_task1_1"]
+    assert main([*command, "--out", str(tmp_path / "clean" / "pkg")]) == 0
+    target = tmp_path / "full" / "pkg"
+    calls = _fill_disk_at(monkeypatch, n)
+    assert main([*command, "--out", str(target)]) == 2
+    assert len(calls) >= n
+    assert f"{target}: could not be written (No space left on device); nothing was written" in capsys.readouterr().err
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    monkeypatch.undo()
+    assert main([*command, "--out", str(target)]) == 0
+    assert _tree(target) == _tree(tmp_path / "clean" / "pkg")

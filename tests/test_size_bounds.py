@@ -33,7 +33,8 @@ def test_the_position_module_itself_bounds_its_width():
     ({"seconds": float("nan")}, r"seconds = nan; expected a number in \(0, 600\]"),
     ({"sample_rate": 10**9}, r"sample_rate = 1000000000; expected an integer in \[1000, 384000\]"),
     ({"clips": 10**12}, r"clips = 1000000000000; expected an integer in \[20, 1e\+06\]"),
-    ({"clips": 3}, r"clips = 3; expected an integer in \[20, 1e\+06\] \(fewer are too few for 10 classes: 2 per class at least\)"),
+    ({"clips": 3}, r"clips = 3; expected an integer in \[20, 1e\+06\] "
+                   r"\(fewer are too few for 10 classes: 2 per class at least\)"),
     ({"workers": 10**6}, r"workers = 1000000; expected an integer in \[0, 256\]"),
     ({"evaluate_fraction": 1.0}, r"evaluate_fraction = 1.0; expected a number in \(0, 1\)"),
 ])

@@ -4,8 +4,8 @@
 ``(features float32 (N, 3, F, T), label)`` over a checked clip list (listing checks, optional audio
 checks with ``skip_bad``), served from the audio or from a feature cache it is attached to. The table
 readers (:func:`read_table`, :func:`read_labelled_table`, :func:`read_setup_file`,
-:func:`find_setup_file`), :func:`normalise_listed` and the split helpers (:func:`location_of`,
-:func:`location_split`) are what readers of published layouts share.
+:func:`find_setup_file`), :func:`normalise_listed`, :func:`place_listed` and the split helpers
+(:func:`location_of`, :func:`location_split`) are what readers of published layouts share.
 
 Building datasets by name and extracting their caches is :mod:`asczoo.data.datasets`'s; this module
 never looks a plugin up and never extracts, so it sits below that orchestration.
@@ -39,7 +39,8 @@ DCASE_NAME = re.compile(r"^[a-z_]+-(?P<location>[a-z]+-\d+)-\d+(?:-[a-z0-9]+)?$"
 
 __all__ = [
     "ClipDataset", "read_table", "read_labelled_table", "read_setup_file", "find_setup_file", "normalise_listed",
-    "location_split", "location_of", "place_listed", "links_followed", "FOLLOW_LINKS_ENV", "FILE_COLUMNS", "LABEL_COLUMNS", "GROUP_COLUMNS", "DCASE_NAME",
+    "location_split", "location_of", "place_listed", "links_followed", "FOLLOW_LINKS_ENV", "FILE_COLUMNS",
+    "LABEL_COLUMNS", "GROUP_COLUMNS", "DCASE_NAME",
 ]
 
 
