@@ -38,7 +38,7 @@ GROUP_COLUMNS = ("identifier", "location", "group", "recording", "location_id")
 DCASE_NAME = re.compile(r"^[a-z_]+-(?P<location>[a-z]+-\d+)-\d+(?:-[a-z0-9]+)?$")
 
 __all__ = [
-    "ClipDataset", "read_table", "read_labelled_table", "read_setup_file", "find_setup_file", "normalise_listed",
+    "ClipDataset", "read_table", "read_labelled_table", "read_labelled_lines", "read_setup_file", "find_setup_file", "normalise_listed",
     "location_split", "location_of", "place_listed", "links_followed", "FOLLOW_LINKS_ENV", "FILE_COLUMNS",
     "LABEL_COLUMNS", "GROUP_COLUMNS", "DCASE_NAME",
 ]
@@ -269,6 +269,11 @@ def read_labelled_table(path: str | os.PathLike) -> list[tuple[str, str | None, 
     identifier). With one, they are found by name (``filename``/``file``, ``scene_label``/``label``,
     ``identifier``/``location``).
     """
+    return [(f, label, group) for f, label, group, _ in read_labelled_lines(path)]
+
+
+def read_labelled_lines(path: str | os.PathLike) -> list[tuple[str, str | None, str | None, int]]:
+    """:func:`read_labelled_table` with each row's line number, for :class:`ClipDataset`'s ``origins``."""
     header, rows = read_table(path)
     fcol = _column(header, FILE_COLUMNS, 0)
     lcol = _column(header, LABEL_COLUMNS, 1)
@@ -290,7 +295,7 @@ def read_labelled_table(path: str | os.PathLike) -> list[tuple[str, str | None, 
                                    f"{path}, line {number}: the path leaves the dataset root (absolute, or '..' "
                                    "above it); expected a path relative to the root"))
             continue
-        out.append((file, label, group))
+        out.append((file, label, group, number))
     if outside:
         raise_if_errors(outside, f"{path}", "Every listed file must lie inside the dataset root.")
     return out
