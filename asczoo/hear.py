@@ -6,8 +6,9 @@ beside asczoo's other deployment tools; this module is its public address.
 """
 
 from asczoo.deploy.hear import (  # noqa: F401
-    BATCH_SIZE, TIMESTAMP_HOP_MS, HearModel, get_scene_embeddings, get_timestamp_embeddings, load_model,
+    BATCH_SIZE, HEAR_SAMPLE_RATES, TIMESTAMP_HOP_MS, HearModel, get_scene_embeddings, get_timestamp_embeddings,
+    load_model,
 )
 
 __all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "HearModel", "TIMESTAMP_HOP_MS",
-           "BATCH_SIZE"]
+           "BATCH_SIZE", "HEAR_SAMPLE_RATES"]

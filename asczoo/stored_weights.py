@@ -12,7 +12,9 @@ that quantises one (:mod:`asczoo.deploy.quantize`). The pieces:
 - :func:`restore`: gives a freshly built float model the structure recorded in ``config.json``'s
   ``quantization`` entry, before its weights load;
 - :func:`stored_state` / :func:`loaded_state`: the state dict written (fp16 parameters as fp16) and
-  its inverse on load; :func:`stored_parameter_bytes`: the bytes of the stored weights, as DCASE counts.
+  its inverse on load; :func:`stored_parameter_bytes`: the bytes of the stored weights, as DCASE counts;
+- :func:`value_problems`: the stored values that would load but make no sense (a zero or huge int8
+  scale, a zero point outside its dtype, a non-positive normalisation std), refused on load.
 """
 
 from __future__ import annotations
@@ -209,3 +211,64 @@ def restore(model: nn.Module, quantization: dict[str, Any]) -> nn.Module:
             raise ValueError(f"config.json: the quantization entry does not fit the model's structure ({exc})") from None
     model.quantization = copy.deepcopy(dict(quantization))
     return model
+
+
+# -- values that load but make no sense ------------------------------------------------------------------
+
+#: int8 scales (``weight_scale`` per output channel, ``input_scale``, ``output_scale``) lie within this
+#: range: quantisation clamps them at 1e-12 (weights) and 1e-8 (activations); a scale of 0 makes every
+#: weight 0 (one class for everything), a huge one rounds every activation to the zero point (all-zero
+#: logits). 1e4 is a weight or activation range of about a million, far beyond any trained model's.
+MIN_QUANT_SCALE, MAX_QUANT_SCALE = 1e-13, 1e4
+#: the quantised activations are quint8: a zero point outside 0..255 fails only at the first forward
+QUINT8_RANGE = (0, 255)
+#: the normalisation statistics: std in (0, MAX], |mean| at most MAX (log-mel features are a few tens)
+MAX_NORMALIZATION = 1e6
+
+
+def value_problems(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """What in ``state`` (keys of ``model``'s state dict, shapes already checked) would load but could
+    not be a model: ``KEY holds VALUE; expected ...`` for each offending tensor.
+
+    Checked: each :class:`QuantizedLayer`'s scales (finite, within
+    [:data:`MIN_QUANT_SCALE`, :data:`MAX_QUANT_SCALE`]), zero points (within :data:`QUINT8_RANGE`) and
+    per-channel scale count (one per output channel); ``norm_mean``/``norm_std`` (finite, std > 0, within
+    :data:`MAX_NORMALIZATION`); batch-norm ``running_var`` (finite, >= 0, else the square root is NaN).
+    """
+    out: list[str] = []
+
+    def worst(t: torch.Tensor, bad: torch.Tensor) -> str:
+        value = t.flatten()[bad.flatten().nonzero()[0, 0]].item()
+        return f"{value!r}" + (f" (and {int(bad.sum()) - 1} more)" if int(bad.sum()) > 1 else "")
+
+    def need(key: str, bad_of: Any, expected: str) -> None:
+        t = state.get(key)
+        if t is None:
+            return
+        bad = bad_of(t.double() if t.is_floating_point() else t)
+        if bool(bad.any()):
+            out.append(f"{key} holds {worst(t, bad)}; expected {expected}")
+
+    def scale_bad(t: torch.Tensor) -> torch.Tensor:
+        return ~torch.isfinite(t) | (t < MIN_QUANT_SCALE) | (t > MAX_QUANT_SCALE)
+
+    low, high = QUINT8_RANGE
+    for path, module in model.named_modules():
+        prefix = f"{path}." if path else ""
+        if isinstance(module, QuantizedLayer):
+            for name in ("weight_scale", "input_scale", "output_scale"):
+                need(prefix + name, scale_bad, f"a finite scale from {MIN_QUANT_SCALE:g} to {MAX_QUANT_SCALE:g}")
+            for name in ("input_zero_point", "output_zero_point"):
+                need(prefix + name, lambda t: (t < low) | (t > high),
+                     f"a quint8 zero point from {low} to {high}")
+            scale, weight = state.get(prefix + "weight_scale"), state.get(prefix + "weight")
+            if scale is not None and weight is not None and tuple(scale.shape) != (weight.shape[0],):
+                out.append(f"{prefix}weight_scale has shape {tuple(scale.shape)}; expected ({weight.shape[0]},), "
+                           f"one scale per output channel of {prefix}weight")
+        elif isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+            need(prefix + "running_var", lambda t: ~torch.isfinite(t) | (t < 0), "a finite variance >= 0")
+    need("norm_std", lambda t: ~torch.isfinite(t) | (t <= 0) | (t > MAX_NORMALIZATION),
+         f"a finite std > 0 and at most {MAX_NORMALIZATION:g}")
+    need("norm_mean", lambda t: ~torch.isfinite(t) | (t.abs() > MAX_NORMALIZATION),
+         f"a finite mean within +-{MAX_NORMALIZATION:g}")
+    return out

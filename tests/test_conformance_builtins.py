@@ -122,7 +122,7 @@ def test_builtin_dataset_conforms(name, split, tmp_path):
     assert name in DATASET_ROOTS, f"built-in dataset {name!r} has no fixture: add one to DATASET_ROOTS"
     DATASET_ROOTS[name](tmp_path)
     dataset = asczoo.create_dataset(name, tmp_path, split=split, frontend=TINY_FRONTEND)
-    check_dataset(dataset)
+    check_dataset(dataset, reopen=lambda root: asczoo.create_dataset(name, root, split=split, frontend=TINY_FRONTEND))
     if getattr(dataset, "task", "single-label") == "multi-label" and split != "test":
         labels = torch.stack([dataset[i][1] for i in range(len(dataset))])
         assert labels.shape == (len(dataset), len(dataset.classes)) and bool((labels.sum(1) >= 1).all())

@@ -104,8 +104,10 @@ def run(args) -> int:
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(staging, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:  # a full disk, a read-only folder
+            raise OSError(exc.errno, f"{out}: could not be written ({exc.strerror}); nothing was written") from None
         raise
     print(f"wrote {out} ({model.name}, {args.to}): {result.summary()}")
     if report is not None:

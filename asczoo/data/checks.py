@@ -19,7 +19,8 @@ amplitude          error      samples beyond +-``asczoo.data.audio.MAX_AMPLITUDE
 unknown-label      error      a label that is not in the class list
 no-label           error      a row of a training or evaluation list without a label
 label-conflict     error      a fold list's label differs from the file's label in meta.csv
-outside-root       error      a listed path that leaves the dataset root (absolute, ``..``)
+outside-root       error      a listed path that leaves the dataset root (absolute, ``..``, or a symbolic
+                              link resolving outside it)
 duplicate          error      the same file listed twice in one list (``./a.wav`` and ``a.wav`` are one)
 channels           error/warn more than two channels (error) or mono (warning: duplicated)
 sample-rate        warning    not the frontend's rate (resampled)
@@ -137,29 +138,43 @@ def check_listing(
     exists: Any,
     *,
     source: str,
+    origins: Sequence[str] | None = None,
 ) -> tuple[list[int], list[Problem]]:
     """Check ``(file, label)`` entries of one list; return the indices to keep and the problems.
 
     ``exists(file) -> bool`` says whether a file is on disk; ``label`` None means unlabelled (test
-    lists). ``source`` (the list's file name) goes into the messages.
+    lists). ``source`` (the list's file name) goes into the messages; ``origins``, one per entry, where
+    it was read (``meta.csv, line 4``), replaces it where given. A file listed a second time is a
+    ``duplicate`` error in every dataset alike: the first entry is kept, the repeat is refused (or left
+    out with ``skip_bad``), so no clip silently counts twice.
     """
     keep: list[int] = []
     problems: list[Problem] = []
     first_seen: dict[str, int] = {}
     known = set(classes) if classes is not None else None
+
+    def where(i: int) -> str:
+        return origins[i] if origins is not None else f"{source} entry {i + 1}"
+
     for i, (file, label) in enumerate(entries):
         if file in first_seen:
-            problems.append(Problem(file, "duplicate",
-                                    f"listed again in {source} (entries {first_seen[file] + 1} and {i + 1})"))
+            first = first_seen[file]
+            if origins is None:
+                message = f"listed again in {source} (entries {first + 1} and {i + 1})"
+            else:
+                message = f"{where(i)}: listed again (first at {where(first)}); expected each file once"
+            problems.append(Problem(file, "duplicate", message))
             continue
         first_seen[file] = i
         bad = False
         if label is not None and known is not None and label not in known:
             problems.append(Problem(file, "unknown-label",
-                                    f"label {label!r} in {source} is not in the class list {sorted(known)}"))
+                                    f"label {label!r} in {source if origins is None else where(i)} is not in the "
+                                    f"class list {sorted(known)}"))
             bad = True
         if not exists(file):
-            problems.append(Problem(file, "missing", f"listed in {source} but not found on disk"))
+            problems.append(Problem(file, "missing", f"listed in {source if origins is None else where(i)} but not "
+                                                     "found on disk"))
             bad = True
         if not bad:
             keep.append(i)

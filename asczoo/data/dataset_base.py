@@ -4,8 +4,8 @@
 ``(features float32 (N, 3, F, T), label)`` over a checked clip list (listing checks, optional audio
 checks with ``skip_bad``), served from the audio or from a feature cache it is attached to. The table
 readers (:func:`read_table`, :func:`read_labelled_table`, :func:`read_setup_file`,
-:func:`find_setup_file`), :func:`normalise_listed` and the split helpers (:func:`location_of`,
-:func:`location_split`) are what readers of published layouts share.
+:func:`find_setup_file`), :func:`normalise_listed`, :func:`place_listed` and the split helpers
+(:func:`location_of`, :func:`location_split`) are what readers of published layouts share.
 
 Building datasets by name and extracting their caches is :mod:`asczoo.data.datasets`'s; this module
 never looks a plugin up and never extracts, so it sits below that orchestration.
@@ -38,8 +38,9 @@ GROUP_COLUMNS = ("identifier", "location", "group", "recording", "location_id")
 DCASE_NAME = re.compile(r"^[a-z_]+-(?P<location>[a-z]+-\d+)-\d+(?:-[a-z0-9]+)?$")
 
 __all__ = [
-    "ClipDataset", "read_table", "read_labelled_table", "read_setup_file", "find_setup_file", "normalise_listed",
-    "location_split", "location_of", "FILE_COLUMNS", "LABEL_COLUMNS", "GROUP_COLUMNS", "DCASE_NAME",
+    "ClipDataset", "read_table", "read_labelled_table", "read_labelled_lines", "read_setup_file", "find_setup_file", "normalise_listed",
+    "location_split", "location_of", "place_listed", "links_followed", "FOLLOW_LINKS_ENV", "FILE_COLUMNS",
+    "LABEL_COLUMNS", "GROUP_COLUMNS", "DCASE_NAME",
 ]
 
 
@@ -68,12 +69,20 @@ class ClipDataset(DatasetInterface):
         source: str = "",
         identity: Mapping[str, Any] | None = None,
         problems: Sequence[Problem] = (),
+        origins: Sequence[str] | None = None,
+        follow_links: bool | None = None,
     ) -> None:
         """``listing``: ``(file, label or None, identifier)`` as read; ``source``: the list's name for
         messages; ``identity``: what, besides name and root, determines the file lists (fold, options),
         recorded in the cache manifest so a cache can be matched to this dataset; ``problems``: what
         the plugin found wrong with listed files (a fold label contradicting the metadata, ...): those
-        of listed files count like the listing checks' own (refused, or left out with ``skip_bad``)."""
+        of listed files count like the listing checks' own (refused, or left out with ``skip_bad``).
+
+        ``origins``: one per listing entry, where it was read (``metadata/UrbanSound8K.csv, line 7``),
+        for the messages. Every listed path is checked here, for every dataset plugin alike (see
+        :func:`place_listed`): one that leaves the root (absolute, ``..`` above it, or a symbolic link
+        resolving outside it unless ``follow_links``) is an ``outside-root`` error, a file listed twice a
+        ``duplicate`` error. ``follow_links`` None reads :data:`FOLLOW_LINKS_ENV`."""
         self.name = name
         self.root = Path(root).resolve()
         self.split = split
@@ -88,15 +97,32 @@ class ClipDataset(DatasetInterface):
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.identity = {"dataset": name, "root": str(self.root), **dict(identity or {})}
         where = f"dataset {name!r} ({split}) at {self.root}"
+        listing = list(listing)
+        shown = source or "the file list"
+        if origins is not None and len(origins) != len(listing):
+            raise ValueError(f"dataset {name!r}: {len(origins)} origins for {len(listing)} listed files; "
+                             "expected one origin per listing entry")
+        follow = links_followed(follow_links)
+        placed, outside, kept_origins, listed_as = [], [], [], []
+        for i, (f, lab, ident) in enumerate(listing):
+            origin = origins[i] if origins is not None else f"{shown} entry {i + 1}"
+            clean, reason = _place(self.root, f, follow)
+            if clean is None:
+                outside.append(Problem(str(f), "outside-root", f"{origin}: {reason}"))
+                continue
+            placed.append((clean, lab, ident))
+            kept_origins.append(origin)
+            listed_as.append(f)
         keep, found = check_listing(
-            [(f, lab) for f, lab, _ in listing], self.classes, lambda f: (self.root / f).is_file(),
-            source=source or "the file list",
+            [(f, lab) for f, lab, _ in placed], self.classes, lambda f: (self.root / f).is_file(),
+            source=shown, origins=kept_origins if origins is not None else None,
         )
         here = {f for f, _, _ in listing}
         theirs = [p for p in problems if p.path in here]
         refused = {p.path for p in theirs if p.severity == "error"}
-        keep = [i for i in keep if listing[i][0] not in refused]
-        problems = theirs + found
+        keep = [i for i in keep if listed_as[i] not in refused and placed[i][0] not in refused]
+        listing = placed
+        problems = outside + theirs + found
         if not self.skip_bad:
             raise_if_errors(problems, where, "Fix them, or pass skip_bad=True (--skip-bad) to leave them out.")
         self.skipped: list[Problem] = list(problems)
@@ -243,6 +269,11 @@ def read_labelled_table(path: str | os.PathLike) -> list[tuple[str, str | None, 
     identifier). With one, they are found by name (``filename``/``file``, ``scene_label``/``label``,
     ``identifier``/``location``).
     """
+    return [(f, label, group) for f, label, group, _ in read_labelled_lines(path)]
+
+
+def read_labelled_lines(path: str | os.PathLike) -> list[tuple[str, str | None, str | None, int]]:
+    """:func:`read_labelled_table` with each row's line number, for :class:`ClipDataset`'s ``origins``."""
     header, rows = read_table(path)
     fcol = _column(header, FILE_COLUMNS, 0)
     lcol = _column(header, LABEL_COLUMNS, 1)
@@ -264,7 +295,7 @@ def read_labelled_table(path: str | os.PathLike) -> list[tuple[str, str | None, 
                                    f"{path}, line {number}: the path leaves the dataset root (absolute, or '..' "
                                    "above it); expected a path relative to the root"))
             continue
-        out.append((file, label, group))
+        out.append((file, label, group, number))
     if outside:
         raise_if_errors(outside, f"{path}", "Every listed file must lie inside the dataset root.")
     return out
@@ -272,13 +303,10 @@ def read_labelled_table(path: str | os.PathLike) -> list[tuple[str, str | None, 
 
 def normalise_listed(file: str) -> str | None:
     """A listed path in one spelling (``./audio/x.wav`` and ``audio//x.wav`` are ``audio/x.wav``), or None
-    when it would leave the dataset root: absolute (``/etc/passwd``, ``/proc/self/environ``) or climbing
-    above it with ``..``.
-
-    The check is on the text: a symbolic link inside the root (an ``audio`` folder linked to a data disk)
-    is the owner's choice and is followed.
+    when its text leaves the dataset root: absolute (``/etc/passwd``, ``/proc/self/environ``) or climbing
+    above it with ``..``. Symbolic links are :func:`place_listed`'s to judge (it needs the root).
     """
-    if not file or "\x00" in file:
+    if not isinstance(file, str) or not file or "\x00" in file:
         return None
     if file.startswith("/"):
         return None
@@ -286,6 +314,46 @@ def normalise_listed(file: str) -> str | None:
     if clean in (".", "..") or clean.startswith("../"):
         return None
     return clean
+
+
+#: set to 1 to let a listed file be a symbolic link that resolves outside the dataset root (clips
+#: linked from a data disk); by default such a file is refused like ``../x.wav``
+FOLLOW_LINKS_ENV = "ASCZOO_FOLLOW_DATA_LINKS"
+
+
+def links_followed(follow_links: bool | None = None) -> bool:
+    """``follow_links``, or when None whether :data:`FOLLOW_LINKS_ENV` is set to 1/true/yes."""
+    if follow_links is not None:
+        return bool(follow_links)
+    return os.environ.get(FOLLOW_LINKS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def place_listed(root: str | os.PathLike, file: str, *, follow_links: bool | None = None
+                 ) -> tuple[str | None, str]:
+    """``(clean path, "")`` for a listed file that stays inside ``root``, else ``(None, why)``.
+
+    The text must not leave the root (:func:`normalise_listed`), and, unless links are followed
+    (:func:`links_followed`), the path with every symbolic link resolved must still lie inside the
+    resolved root: a link ``audio/x.wav -> /home/me/.ssh/id_rsa`` is refused like ``../x.wav``. Only
+    metadata is read (no file is opened). :class:`ClipDataset` runs this on every listed file, so a
+    dataset plugin gets the check without writing it.
+    """
+    return _place(Path(root).resolve(), file, links_followed(follow_links))
+
+
+def _place(base: Path, file: str, follow: bool) -> tuple[str | None, str]:
+    """:func:`place_listed` with the root already resolved (once per dataset, not once per file)."""
+    clean = normalise_listed(file)
+    if clean is None:
+        return None, ("the path leaves the dataset root (absolute, or '..' above it); expected a path "
+                      "relative to the root")
+    if follow:
+        return clean, ""
+    real = Path(os.path.realpath(base / clean))
+    if real != base and not real.is_relative_to(base):
+        return None, (f"the path resolves through a symbolic link to {real}, outside the dataset root {base}; "
+                      f"expected a file inside it (set {FOLLOW_LINKS_ENV}=1 to follow links out of the root)")
+    return clean, ""
 
 
 def read_setup_file(path: str | os.PathLike) -> list[tuple[str, str | None]]:

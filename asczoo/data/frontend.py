@@ -29,6 +29,11 @@ def create_frontend(name: str | None = None, **config: Any) -> Frontend:
     ``create_frontend(**fe.config)`` rebuilds ``fe``. Unknown options and values of the wrong type are
     refused with a message naming the option.
     """
+    if name is not None and not isinstance(name, str):  # create_frontend(model.frontend_config)
+        keys = f" with keys {', '.join(map(str, name))}" if isinstance(name, Mapping) else ""
+        shown = f"a {type(name).__name__}{keys}"
+        raise TypeError(f"create_frontend: the first argument is the plugin name (a str), got {shown}; "
+                        "to rebuild a frontend from its config, unpack it: create_frontend(**config)")
     plugin = config.pop("plugin", None)
     if name is not None and plugin is not None and name != plugin:
         raise ValueError(f"create_frontend: name {name!r} and config plugin {plugin!r} disagree")

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from asczoo.atomic import TEMP_SUFFIX, atomic_write_text
+from asczoo.data.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 SCENE_CLASSES = ("airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
                  "street_pedestrian", "street_traffic", "tram")
@@ -289,6 +290,24 @@ def _is_plain_relative(file: str) -> bool:
     return bool(file) and "\\" not in file and all(p not in ("", ".", "..") for p in parts)
 
 
+#: the sizes a synthetic dataset may have (``asczoo synth`` and a recipe's ``data.synth`` alike), checked
+#: before anything is allocated or written: each clip is one ``seconds * sample_rate`` array
+MAX_CLIPS, MAX_SECONDS, MAX_WORKERS = 1_000_000, 600.0, 256
+
+
+def _bounded(key: str, value: Any, low: float, high: float, *, integer: bool = False, low_open: bool = False,
+             high_open: bool = False, why: str = "") -> None:
+    """Refuse ``value`` unless it is a number (an integer with ``integer``) within ``[low, high]``."""
+    kind = "an integer" if integer else "a number"
+    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        ok = ok and (integer or math.isfinite(value))
+    if not ok:
+        span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"synth: {key} = {value!r}; expected {kind} in {span}" + (f" ({why})" if why else ""))
+
+
 def synthesize(
     out_dir: str | Path,
     *,
@@ -327,10 +346,12 @@ def synthesize(
         if classes not in (None, 2):
             raise ValueError("the relational task has exactly 2 classes (same, different)")
         names = list(RELATIONAL_CLASSES)
-    if clips < 2 * len(names):
-        raise ValueError(f"{clips} clips are too few for {len(names)} classes: need at least 2 per class")
-    if seconds <= 0 or sample_rate <= 0:
-        raise ValueError(f"seconds and sample_rate must be positive, got {seconds} and {sample_rate}")
+    _bounded("clips", clips, 2 * len(names), MAX_CLIPS, integer=True,
+             why=f"fewer are too few for {len(names)} classes: 2 per class at least")
+    _bounded("seconds", seconds, 0.0, MAX_SECONDS, low_open=True)
+    _bounded("sample_rate", sample_rate, MIN_SAMPLE_RATE, MAX_SAMPLE_RATE, integer=True)
+    _bounded("workers", workers, 0, MAX_WORKERS, integer=True)
+    _bounded("evaluate_fraction", evaluate_fraction, 0.0, 1.0, low_open=True, high_open=True)
     root = Path(out_dir)
     previous = _owned_files(root, overwrite=overwrite)
 

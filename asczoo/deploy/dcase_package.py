@@ -371,7 +371,9 @@ def write_package(name: str, models: Mapping[str, nn.Module], out: str | os.Path
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:  # a full disk, a read-only folder
+            raise OSError(exc.errno, f"{target}: could not be written ({exc.strerror}); nothing was written") from None
         raise
     return target

@@ -39,6 +39,8 @@ from asczoo.data.frontend import create_frontend, segment_starts
 TIMESTAMP_HOP_MS = 50.0
 #: windows per forward pass
 BATCH_SIZE = 16
+#: the sample rates a HEAR 2021 model may declare (the benchmark resamples every task to it)
+HEAR_SAMPLE_RATES = (16000, 22050, 44100, 48000)
 
 
 class HearModel(nn.Module):
@@ -49,6 +51,7 @@ class HearModel(nn.Module):
         self.model = model.eval()
         self.frontend = create_frontend(**model.frontend_config)
         config = self.frontend.config
+        _check_rate(self.frontend.sample_rate, f"asczoo.hear: model {getattr(model, 'name', '?')!r}: frontend")
         self.sample_rate = int(self.frontend.sample_rate)
         if not config.get("clip_seconds"):
             raise ValueError(f"asczoo.hear: frontend {config.get('plugin')!r} has no clip_seconds; "
@@ -77,7 +80,17 @@ def load_model(model_file_path: str | os.PathLike = "", *, device: str | torch.d
         raise ValueError("asczoo.hear.load_model: pass a saved model folder or 'hf-hub:org/name' "
                          "(hear-validator asczoo.hear -m PATH)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return HearModel(from_pretrained(os.fspath(model_file_path), device=device), batch_size=batch_size)
+    model = from_pretrained(os.fspath(model_file_path), device=device)
+    _check_rate(model.frontend_config.get("sample_rate"),
+                f"asczoo.hear.load_model: {os.fspath(model_file_path)}: config.json frontend")
+    return HearModel(model, batch_size=batch_size)
+
+
+def _check_rate(rate: Any, where: str) -> None:
+    """Refuse a sample rate HEAR 2021 does not allow (its tasks are resampled to one of four rates)."""
+    if isinstance(rate, bool) or rate not in HEAR_SAMPLE_RATES:
+        raise ValueError(f"{where} sample_rate {rate!r} is not one HEAR 2021 allows "
+                         f"({', '.join(map(str, HEAR_SAMPLE_RATES))} Hz); train or fine-tune the model at one of them")
 
 
 def _check_audio(audio: Any, model: HearModel) -> torch.Tensor:

@@ -19,7 +19,7 @@ from asczoo.hub.files import (
     CONFIG_NAME, HF_PREFIX, WEIGHTS_NAME, ModelFormatError, read_config, read_weights, resolve_files,
 )
 from asczoo.models.build import build_model
-from asczoo.stored_weights import loaded_state
+from asczoo.stored_weights import loaded_state, value_problems
 from asczoo.stored_weights import restore as restore_quantization
 from asczoo.recipes.model_recipes import SECTION_KIND, SECTIONS, UnavailablePart, validate_recipe
 from asczoo.recipes.schema import RecipeError
@@ -151,6 +151,8 @@ def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -
 
     The dtypes must be the model's own: weights stored as fp16, int64 or bool are refused rather than
     cast (no widening either: a model saved in half precision is loaded into a half-precision model).
+    Values that fit but make no sense (:func:`asczoo.stored_weights.value_problems`: a zero int8 scale,
+    a zero point outside quint8, a std of 0) are refused too, naming the tensor.
     """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -175,6 +177,10 @@ def load_state_strict(model, state: Mapping[str, torch.Tensor], *, label: str) -
         raise ModelFormatError(
             f"{label}: {WEIGHTS_NAME} does not fit {model.name!r} (strict loading): " + "; ".join(problems)
         )
+    nonsense = value_problems(model, dict(state))  # would load, then predict one class or fail at forward
+    if nonsense:
+        more = f" (and {len(nonsense) - 4} more)" if len(nonsense) > 4 else ""
+        raise ModelFormatError(f"{label}: {WEIGHTS_NAME}: tensor " + "; tensor ".join(nonsense[:4]) + more)
     model.load_state_dict(state, strict=True)
 
 

@@ -17,7 +17,7 @@ from asczoo.testing.suite import (
 
 FRONTEND_CHECKS = ("signature", "interface", "shapes", "mono", "resampling", "short_clip", "batch", "rebuild",
                    "determinism")
-DATASET_CHECKS = ("interface", "items", "determinism", "collate")
+DATASET_CHECKS = ("interface", "items", "determinism", "collate", "paths")
 AUGMENTATION_CHECKS = ("signature", "description", "shapes", "targets", "inputs_untouched", "reproducible",
                        "batch_of_one", "cuda")
 
@@ -151,8 +151,13 @@ def check_frontend(
     return suite.finish()
 
 
+#: ``check_dataset``'s ``paths`` check copies the dataset root to plant a link; it skips larger roots
+MAX_COPIED_ROOT_FILES = 2000
+
+
 @isolated_rng
-def check_dataset(dataset: Any, *, items: int = 3, skip: Iterable[str] = ()):
+def check_dataset(dataset: Any, *, items: int = 3, skip: Iterable[str] = (),
+                  reopen: Callable[[str], Any] | None = None):
     """Check a dataset instance (what a ``asczoo_register_datasets`` factory returned).
 
     Checks: ``interface`` (non-empty, ``classes`` a list of distinct names, ``files`` one string per
@@ -160,7 +165,11 @@ def check_dataset(dataset: Any, *, items: int = 3, skip: Iterable[str] = ()):
     label int)`` with ``-1 <= label < len(classes)`` (a multi-label dataset: a multi-hot int64 vector over
     ``classes``), all of one shape, the frontend's ``output_shape``
     when the dataset has a ``frontend``), ``determinism`` (an item read twice is the same),
-    ``collate`` (a ``DataLoader`` batches it into ``(B, N, 3, F, T)`` and int64 labels).
+    ``collate`` (a ``DataLoader`` batches it into ``(B, N, 3, F, T)`` and int64 labels), ``paths``
+    (every listed file, links resolved, lies inside ``dataset.root`` and is listed once; with
+    ``reopen(root) -> dataset``, the reader is run again on a copy of the root whose first listed clip is
+    a symbolic link to a file outside it, and must refuse it with a ``DataError`` whose problems include
+    an ``outside-root`` one: what a reader built on :class:`asczoo.data.ClipDataset` does unasked).
     """
     suite = Suite(f"dataset {getattr(dataset, 'name', type(dataset).__name__)!r}", DATASET_CHECKS, skip)
     #: a multi-label dataset (``task = "multi-label"``) labels items with multi-hot vectors over ``classes``
@@ -231,10 +240,55 @@ def check_dataset(dataset: Any, *, items: int = 3, skip: Iterable[str] = ()):
         if labels.dtype != torch.int64 or tuple(labels.shape) != wanted:
             raise AssertionError(f"a DataLoader batch of {size} has labels {labels.dtype} {tuple(labels.shape)}")
 
+    def paths() -> None:
+        import os
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from asczoo.data.checks import DataError
+
+        root = getattr(dataset, "root", None)
+        if root is None:
+            raise SkipCheck("the dataset has no root attribute")
+        base = Path(root).resolve()
+        files = list(dataset.files)
+        repeated = sorted({f for f in files if files.count(f) > 1}) if len(set(files)) != len(files) else []
+        if repeated:
+            raise AssertionError(f"files lists {repeated[0]!r} more than once; a duplicate row must be refused")
+        for f in files:
+            real = Path(os.path.realpath(base / f))
+            if not real.is_relative_to(base):
+                raise AssertionError(f"listed file {f!r} resolves to {real}, outside the dataset root {base}")
+        if reopen is None:
+            return
+        count = sum(1 for _ in zip(range(MAX_COPIED_ROOT_FILES + 1), base.rglob("*")))
+        if count > MAX_COPIED_ROOT_FILES:
+            raise SkipCheck(f"the root holds more than {MAX_COPIED_ROOT_FILES} files; pass a small fixture to "
+                            "check a planted link")
+        with tempfile.TemporaryDirectory(prefix="asczoo-paths-") as scratch:
+            copy = Path(scratch) / "root"
+            shutil.copytree(base, copy, symlinks=True)
+            outside = Path(scratch) / "outside.wav"
+            shutil.copyfile(base / files[0], outside)
+            (copy / files[0]).unlink()
+            (copy / files[0]).symlink_to(outside)
+            try:
+                reopen(str(copy))
+            except DataError as exc:
+                kinds = {getattr(p, "kind", None) for p in getattr(exc, "problems", ())}
+                if "outside-root" not in kinds:
+                    raise AssertionError(f"a clip linked out of the root was refused, but not as outside-root: "
+                                         f"{str(exc).splitlines()[0]}") from None
+                return
+            raise AssertionError(f"listed file {files[0]!r} made a symbolic link to {outside} (outside the root) "
+                                 "was accepted; build the dataset on asczoo.data.ClipDataset, which refuses it")
+
     suite.run("interface", interface)
     suite.run("items", items_check)
     suite.run("determinism", determinism)
     suite.run("collate", collate)
+    suite.run("paths", paths)
     return suite.finish()
 
 

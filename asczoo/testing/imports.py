@@ -24,8 +24,9 @@ PUBLIC_API: dict[str, frozenset[str] | None] = {
     "asczoo.data": frozenset({
         "SPLITS", "Clip", "ClipDataset", "DataError", "Problem", "check_batch", "check_dataset",
         "create_augmentation", "create_dataset", "create_frontend", "extract", "find_setup_file", "is_audio_file",
-        "location_of", "location_split", "read_labelled_table", "read_setup_file", "read_table", "segment_starts",
-        "write_audio", "dataset_defaults", "normalise_listed", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE",
+        "location_of", "location_split", "read_labelled_lines", "read_labelled_table", "read_setup_file",
+        "read_table", "segment_starts",
+        "write_audio", "dataset_defaults", "normalise_listed", "place_listed", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE",
     }),
     #: atomic file writes (checkpoints, caches, a synthetic layout's text files)
     "asczoo.atomic": frozenset({"atomic_write", "atomic_write_text", "atomic_save_safetensors"}),

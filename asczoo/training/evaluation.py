@@ -166,6 +166,10 @@ def evaluate(
     root = data if data is not None else defaults.get("root")
     if root is None:
         raise ValueError("evaluate: no data root given (pass data=ROOT / --data ROOT)")
+    if not Path(root).expanduser().is_dir():  # one line naming the root, not a reader's setup-file error
+        origin = "--data ROOT" if data is not None else f"the root {model_or_dir} was trained on"
+        raise ValueError(f"evaluate: data root {root} ({origin}) is not a directory; expected the dataset's "
+                         "folder (pass --data ROOT)")
     name = dataset or defaults.get("dataset") or DEFAULT_DATASET
     fold = fold if fold is not None else defaults.get("fold", 1)
     if cache_dir is None:

@@ -29,7 +29,7 @@ from typing import Any, Literal, Sequence
 from asczoo import hookimpl
 from asczoo.data import (
     ClipDataset, DataError, Problem, find_setup_file, is_audio_file, location_of, location_split,
-    read_labelled_table, read_setup_file,
+    read_labelled_lines,
 )
 
 Split = Literal["train", "evaluate", "test", "all"]
@@ -43,62 +43,66 @@ def _dcase(
     base = Path(root)
     given_classes = classes
     meta_path = base / "meta.csv"
-    meta = read_labelled_table(meta_path) if meta_path.is_file() else None
-    location = {f: (g or location_of(f)) for f, _, g in meta} if meta else {}
+    # rows are (file, label, where it was read: "FILE, line N"), the origins ClipDataset names
+    meta = ([(f, label, g, f"{meta_path}, line {n}") for f, label, g, n in read_labelled_lines(meta_path)]
+            if meta_path.is_file() else None)
+    location = {f: (g or location_of(f)) for f, _, g, _ in meta} if meta else {}
 
-    meta_labels = {f: label for f, label, _ in meta or [] if label}
+    meta_labels = {f: label for f, label, _, _ in meta or [] if label}
     list_problems: list[Problem] = []  # rows of the fold lists that cannot be used as they are
 
-    def listed(part: str) -> tuple[list[tuple[str, str | None]], str]:
+    def listed(part: str) -> tuple[list[tuple[str, str | None, str]], str]:
         path = find_setup_file(base, fold, part, extensions)
-        rows, source = read_setup_file(path), str(path.relative_to(base))
+        rows = [(f, label, f"{path}, line {n}") for f, label, _, n in read_labelled_lines(path)]
+        source = str(path.relative_to(base))
         if part in ("train", "evaluate"):
-            list_problems.extend(_check_fold_list(rows, path, source, meta_labels))
+            list_problems.extend(_check_fold_list([(f, label) for f, label, _ in rows], path, source, meta_labels))
         return rows, source
 
     if fold is None:
         if meta is None:
             raise DataError(f"{meta_path}: not found; fold=None splits meta.csv by location and needs it",
                             [Problem(str(meta_path), "missing-setup", "not found (needed for fold=None)")])
-        rows = [(f, label) for f, label, _ in meta]
+        rows = [(f, label, where) for f, label, _, where in meta]
         source = "meta.csv"
         if split != "all":
-            evaluate = location_split([location[f] for f, _ in rows], [lab for _, lab in rows],
+            evaluate = location_split([location[f] for f, _, _ in rows], [lab for _, lab, _ in rows],
                                       evaluate_fraction, seed)
             rows = [r for r, e in zip(rows, evaluate) if e == (split != "train")]
             if split == "test":
-                rows = [(f, None) for f, _ in rows]
+                rows = [(f, None, where) for f, _, where in rows]
     elif split == "all":
         train, train_src = listed("train")
         evaluate, eval_src = listed("evaluate")
-        rows = [(f, label) for f, label, _ in meta] if meta else []
-        have = {f for f, _ in rows}
+        rows = [(f, label, where) for f, label, _, where in meta] if meta else []
+        have = {f for f, _, _ in rows}
         try:
-            test = [(f, None) for f, _ in listed("test")[0]]
+            test = [(f, None, where) for f, _, where in listed("test")[0]]
         except DataError:  # a fold without a test list
             test = []
-        for f, label in train + evaluate + test:  # files of the fold that meta.csv does not list
+        for f, label, where in train + evaluate + test:  # files of the fold that meta.csv does not list
             if f not in have:
-                rows.append((f, label))
+                rows.append((f, label, where))
                 have.add(f)
         source = " + ".join(["meta.csv"] * bool(meta) + [train_src, eval_src])
     else:
         rows, source = listed(split)
         if split == "test":
-            rows = [(f, None) for f, _ in rows]
+            rows = [(f, None, where) for f, _, where in rows]
     if classes is None:
         if meta:
-            labels = {label for _, label, _ in meta if label}
+            labels = {label for _, label, _, _ in meta if label}
         else:
-            labels = {label for part in ("train", "evaluate") for _, label in listed(part)[0] if label}
+            labels = {label for part in ("train", "evaluate") for _, label, _ in listed(part)[0] if label}
         classes = sorted(labels)
     if not classes:
         raise DataError(f"dataset {name!r} at {root}: no class labels found in meta.csv or the setup files",
                         [Problem(str(meta_path), "missing-setup", "no class labels found")])
-    listing = [(f, label, location.get(f) or location_of(f)) for f, label in rows]
+    listing = [(f, label, location.get(f) or location_of(f)) for f, label, _ in rows]
     return ClipDataset(
         name=name, root=root, split=split, listing=listing, classes=classes, frontend=frontend,
         cache_dir=cache_dir, skip_bad=skip_bad, source=source, problems=list_problems,
+        origins=[where for _, _, where in rows],
         identity={"fold": fold, "options": _options(evaluate_fraction, seed, classes=given_classes)},
     )
 
@@ -201,8 +205,11 @@ def folder(
         table = base / table
     if table is None:
         table = next((base / n for n in ("labels.tsv", "labels.csv") if (base / n).is_file()), None)
+    where: list[str] | None = None  # "FILE, line N" of each row, for ClipDataset's messages
     if table is not None:
-        rows = read_labelled_table(table)
+        lines = read_labelled_lines(table)
+        rows = [(f, label, g) for f, label, g, _ in lines]
+        where = [f"{table}, line {n}" for *_, n in lines]
         source = table.name
     else:
         rows = []
@@ -225,11 +232,12 @@ def folder(
         evaluate = location_split(groups, [label for _, label, _ in rows], evaluate_fraction,
                                   seed + (fold or 1) - 1)
         listing = [r for r, e in zip(listing, evaluate) if e == (split != "train")]
+        where = None if where is None else [w for w, e in zip(where, evaluate) if e == (split != "train")]
         if split == "test":
             listing = [(f, None, g) for f, _, g in listing]
     return ClipDataset(
         name="folder", root=root, split=split, listing=listing, classes=classes, frontend=frontend,
-        cache_dir=cache_dir, skip_bad=skip_bad, source=source,
+        cache_dir=cache_dir, skip_bad=skip_bad, source=source, origins=where,
         identity={"fold": fold, "options": _options(evaluate_fraction, seed, labels=labels,
                                                     group_pattern=group_pattern, classes=classes)},
     )

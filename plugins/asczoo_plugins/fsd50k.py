@@ -119,7 +119,9 @@ def fsd50k(
     return finish(name="fsd50k", root=base, split=split, listing=listing, classes=classes, frontend=frontend,
                   cache_dir=cache_dir, skip_bad=skip_bad, source=f"{TRUTH}/{source}",
                   identity={"fold": 1, "options": {"evaluate_on": evaluate_on}}, bad=bad,
-                  targets=None if split == "test" else targets)
+                  targets=None if split == "test" else targets,
+                  origins=[f"{base / TRUTH / ('eval.csv' if s == 'eval' else 'dev.csv')}, line {line}"
+                           for _, _, s, line in chosen])
 
 
 def synth_fsd50k(root: str | Path, *, clips: int = 120, seed: int = 0, overwrite: bool = False,

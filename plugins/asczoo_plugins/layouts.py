@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from asczoo.data import ClipDataset, DataError, Problem
+from asczoo.data import ClipDataset, DataError, Problem, normalise_listed, place_listed
 
 SINGLE_LABEL = "single-label"
 MULTI_LABEL = "multi-label"
@@ -103,9 +103,15 @@ def raise_problems(problems: Sequence[Problem], what: str) -> None:
 
 
 def missing_rows(root: Path, rows: Iterable[tuple[str, Path, int]]) -> list[Problem]:
-    """``(file as listed, list file, line)`` rows whose file is not under ``root``."""
+    """``(file as listed, list file, line)`` rows whose file is not under ``root``.
+
+    A path that leaves the root is not looked for: :class:`~asczoo.data.ClipDataset` refuses it as
+    ``outside-root``, naming the same list and line.
+    """
     out = []
     for file, source, line in rows:
+        if place_listed(root, file)[0] is None:
+            continue
         if not (root / file).is_file():
             out.append(Problem(file, "missing", f"listed in {source} line {line} but not found on disk "
                                                 f"(expected {root / file})"))
@@ -116,22 +122,26 @@ def finish(
     *, name: str, root: Path, split: str, listing: Sequence[tuple[str, str | None, str]],
     classes: Sequence[str], frontend: Any, cache_dir: str | None, skip_bad: bool, source: str,
     identity: Mapping[str, Any], bad: Sequence[Problem], targets: Mapping[str, Sequence[str]] | None = None,
+    origins: Sequence[str] | None = None,
 ) -> ClipDataset:
     """The dataset over ``listing`` with the rows in ``bad`` (missing clips and the like) left out.
 
     Without ``skip_bad`` the bad rows raise one :class:`DataError` first; an empty split always does.
-    ``targets`` (file -> labels) makes a :class:`MultiLabelClips`.
+    ``targets`` (file -> labels) makes a :class:`MultiLabelClips`. ``origins`` (one per listing row:
+    ``FILE, line N``) name the rows in the base's own refusals (a path outside the root, a duplicate).
     """
     if bad and not skip_bad:
         raise_problems(bad, f"dataset {name!r} ({split}) at {root}")
     dropped = {p.path for p in bad}
-    kept = [row for row in listing if row[0] not in dropped]
+    kept = [i for i, row in enumerate(listing) if row[0] not in dropped]
+    where = None if origins is None else [origins[i] for i in kept]
     if not listing:
         raise LayoutError(f"dataset {name!r} at {root}: the {split} split ({source}) is empty; expected at least "
                           "one clip", [Problem(str(root / source.split(' ')[0]), "empty-split",
                                                f"the {split} split lists no clips")])
-    kwargs = dict(name=name, root=root, split=split, listing=kept, classes=classes, frontend=frontend,
-                  cache_dir=cache_dir, skip_bad=skip_bad, source=source, identity=identity)
+    kwargs = dict(name=name, root=root, split=split, listing=[listing[i] for i in kept], classes=classes,
+                  frontend=frontend, cache_dir=cache_dir, skip_bad=skip_bad, source=source, identity=identity,
+                  origins=where)
     dataset = MultiLabelClips(targets=targets, **kwargs) if targets is not None else ClipDataset(**kwargs)
     dataset.skipped[:0] = list(bad)
     return dataset
@@ -150,7 +160,8 @@ class MultiLabelClips(ClipDataset):
                  **kwargs: Any) -> None:
         super().__init__(listing=[(f, None, g) for f, _, g in listing], **kwargs)
         index = {c: i for i, c in enumerate(self.classes)}
-        self.targets = {f: [index[label] for label in labels] for f, labels in targets.items()}
+        # keyed like ``files``: the base keeps each listed path in one spelling
+        self.targets = {normalise_listed(f) or f: [index[label] for label in labels] for f, labels in targets.items()}
 
     def multi_hot(self, file: str) -> list[int]:
         out = [0] * len(self.classes)

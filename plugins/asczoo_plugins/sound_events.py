@@ -86,7 +86,8 @@ def _fold_listing(name: str, base: Path, split: str, fold: int | None, folds: in
     part = f"{source.relative_to(base)} (fold {fold} {'held out' if split != 'train' else 'excluded'})"
     return finish(name=name, root=base, split=split, listing=listing, classes=classes, frontend=frontend,
                   cache_dir=cache_dir, skip_bad=skip_bad, source=part,
-                  identity={"fold": fold, "options": options}, bad=bad)
+                  identity={"fold": fold, "options": options}, bad=bad,
+                  origins=[f"{source}, line {line}" for *_, line in chosen])
 
 
 def esc50(

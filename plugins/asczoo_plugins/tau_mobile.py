@@ -140,7 +140,11 @@ def _dataset(name: str, root: str, *, split: str, fold: int | None, frontend: An
                           [Problem(str(base), "missing-setup", f"no fold {fold} (fold 1 only)")])
     meta = read_meta(base, name)
     parts = ("train", "evaluate", "test") if split == "all" else (split,)
-    rows: dict[str, tuple[str | None, int, Path]] = {}
+    # (file, label, line, list): a file repeated within one list stays repeated, so the base refuses
+    # it as a duplicate (naming both lines) like every other reader; with split "all" a clip in
+    # several lists (test.csv is the evaluation list without labels) is the dataset's once
+    rows: list[tuple[str, str | None, int, Path]] = []
+    part_of: dict[str, str] = {}
     bad: list[Problem] = []
     sources = []
     for part in parts:
@@ -156,14 +160,17 @@ def _dataset(name: str, root: str, *, split: str, fold: int | None, frontend: An
                                                    "only (unseen devices)"))
             if split == "all":
                 label = meta.get(file, {}).get("label", label)
-            rows.setdefault(file, (label, line, path))
+            if part_of.setdefault(file, part) == part:
+                rows.append((file, label, line, path))
     if split == "all":  # clips meta.csv lists outside the setup lists are still the dataset's
         for file, info in meta.items():
-            rows.setdefault(file, (info["label"], info["line"], base / "meta.csv"))
-    bad += [p for p in missing_rows(base, [(f, src, line) for f, (_, line, src) in rows.items()]) if p not in bad]
-    listing = [(f, label, meta.get(f, {}).get("identifier") or f) for f, (label, _, _) in rows.items()]
+            if part_of.setdefault(file, "meta") == "meta":
+                rows.append((file, info["label"], info["line"], base / "meta.csv"))
+    bad += [p for p in missing_rows(base, [(f, src, line) for f, _, line, src in rows]) if p not in bad]
+    listing = [(f, label, meta.get(f, {}).get("identifier") or f) for f, label, _, _ in rows]
     dataset = finish(name=name, root=base, split=split, listing=listing, classes=list(SCENES), frontend=frontend,
-                     cache_dir=cache_dir, skip_bad=skip_bad, source=" + ".join(sources), identity=identity, bad=bad)
+                     cache_dir=cache_dir, skip_bad=skip_bad, source=" + ".join(sources), identity=identity, bad=bad,
+                     origins=[f"{src}, line {line}" for _, _, line, src in rows])
     return device_attributes(dataset, {f: v["device"] for f, v in meta.items()}, UNSEEN)
 
 

@@ -35,6 +35,10 @@ Distance = Literal["l2", "cosine"]
 Precision = Literal["float32", "input"]
 
 
+#: the most neighbours a point may gather: the index and gathered tensors grow with k (the paper uses 4)
+MAX_K = 1024
+
+
 class SemanticGrouper(nn.Module):
     """``(points (B, P, C), segment_size) -> neighbour index (B, P, k)``; no parameters."""
 
@@ -43,8 +47,8 @@ class SemanticGrouper(nn.Module):
         precision: Precision = "float32",
     ) -> None:
         super().__init__()
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be an integer from 1 to {MAX_K} (MAX_K), got {k!r}")
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {', '.join(map(repr, DISTANCES))}, got {distance!r}")
         if precision not in PRECISIONS:

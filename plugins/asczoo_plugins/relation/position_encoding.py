@@ -47,11 +47,20 @@ class RelativePosition(nn.Module):
         return neighbour - centre
 
 
+#: the widest position MLP (checked before its layers are allocated; the paper's gamma is 16 wide, and the
+#: pair encoder's input grows with it at every point and neighbour)
+MAX_WIDTH = 4096
+
+
 class AugmentedPosition(nn.Module):
     """``[d(p_i, p_s), p_s - p_i, p_i, p_s]`` (10 values), optionally through the MLP gamma."""
 
     def __init__(self, *, distance: PositionDistance = "euclidean", mlp_width: int | None = None) -> None:
         super().__init__()
+        if mlp_width is not None and (isinstance(mlp_width, bool) or not isinstance(mlp_width, int)
+                                      or not 1 <= mlp_width <= MAX_WIDTH):
+            raise ValueError(f"position encoding: mlp_width must be an integer from 1 to {MAX_WIDTH} (MAX_WIDTH), "
+                             f"got {mlp_width!r}")
         if distance not in ("euclidean", "summed"):
             raise ValueError(f"position distance must be 'euclidean' or 'summed', got {distance!r}")
         self.distance = distance
@@ -85,6 +94,6 @@ def augmented_position(*, distance: PositionDistance = "euclidean") -> Augmented
 
 def augmented_position_mlp(*, distance: PositionDistance = "euclidean", width: int = 16) -> AugmentedPosition:
     """Augmented position through the MLP gamma, 10 -> 16 with batch norm and ReLU (ATReSN, eq. 1)."""
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"augmented-mlp: width must be a positive integer, got {width!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_WIDTH:
+        raise ValueError(f"augmented-mlp: width must be an integer from 1 to {MAX_WIDTH} (MAX_WIDTH), got {width!r}")
     return AugmentedPosition(distance=distance, mlp_width=width)
