@@ -479,8 +479,8 @@ def predict_files(
 
     Audio is read, resampled and cut into windows on a background thread, block by block
     (``block_frames`` frames per read, default :data:`asczoo.data.audio.BLOCK_FRAMES`), at most
-    ``read_ahead`` chunks of up to ``batch_size`` windows ahead of the model, so memory does not
-    grow with a recording's length. The frontend and the model run on the model's device; windows of
+    ``read_ahead`` chunks of :data:`READ_CHUNK` windows (or files) ahead of the model, so memory does
+    not grow with a recording's length. The frontend and the model run on the model's device; windows of
     consecutive files are batched together (``batch_size`` windows per forward pass). ``progress``
     shows a tqdm bar of the audio done, in seconds (``None``: only on a terminal). ``on_error`` is
     called for each file that could not be read or featurised. Each result keeps its windows' times
@@ -500,7 +500,7 @@ def predict_files(
     parts: list[list[torch.Tensor]] = [[] for _ in results]
     done = [0.0] * len(results)  # seconds of each file the bar has counted
     header = [0.0] * len(results)  # seconds of each file the bar's total holds
-    pending: list[tuple[int, WindowChunk, torch.Tensor]] = []
+    pending: list[tuple[int, list[float], list[float], torch.Tensor]] = []  # features, not waveforms
     disable = None if progress is None else not progress
     bar = tqdm(total=0.0, desc="predict", unit="s", disable=disable, bar_format=_BAR)
 
@@ -522,19 +522,22 @@ def predict_files(
             on_error(result)
 
     def flush() -> None:
-        live = [(i, c, f) for i, c, f in pending if results[i].error is None]
+        live = [item for item in pending if results[item[0]].error is None]
         pending.clear()
         if not live:
             return
         probabilities = window_probabilities(model, torch.cat([f for *_, f in live]), batch_size=batch_size)
-        for (index, chunk, _), probs in zip(live, probabilities.split([f.shape[0] for *_, f in live])):
+        for (index, starts, ends, _), probs in zip(live, probabilities.split([f.shape[0] for *_, f in live])):
             parts[index].append(probs)
-            results[index].starts += chunk.starts
-            results[index].ends += chunk.ends
-            advance(index, chunk.ends[-1])
+            results[index].starts += starts
+            results[index].ends += ends
+            advance(index, ends[-1])
 
+    # Chunks of a few windows (a 10 s 48 kHz stereo window is 3.8 MB), so that what waits in the queue
+    # is about one batch, not ``read_ahead`` batches; the batches themselves are formed here.
     reader = _ChunkReader([(r.path, tsv_problem(r.name)) for r in results], frontend, hop_seconds=hop_seconds,
-                          chunk=batch_size, block_frames=block_frames or BLOCK_FRAMES, ahead=max(1, read_ahead))
+                          chunk=min(batch_size, READ_CHUNK), block_frames=block_frames or BLOCK_FRAMES,
+                          ahead=max(1, read_ahead))
     opened = 0
     try:
         for index, kind, value in reader:
@@ -554,7 +557,7 @@ def predict_files(
                 except (ValueError, TypeError, RuntimeError) as exc:  # e.g. three channels
                     fail(index, exc)
                     continue
-                pending.append((index, value, features))
+                pending.append((index, value.starts, value.ends, features))
                 if sum(f.shape[0] for *_, f in pending) >= batch_size:
                     flush()
             elif kind == "done" and results[index].error is None:
@@ -571,6 +574,9 @@ def predict_files(
             result.prediction = _prediction(model.classes, result.window_probabilities.mean(0))
     return results
 
+
+#: windows per chunk the reading thread hands over (``read_ahead`` chunks wait at most)
+READ_CHUNK = 4
 
 _BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}{postfix}]"
 
