@@ -116,6 +116,9 @@ class Frontend(abc.ABC):
     #: Optional: ``windows(waveform (channels, samples), sample_rate, hop_seconds=None) -> (W, N, 3, F, T)``,
     #: the model inputs of a recording longer than a clip, one per window. Without it (None) the host
     #: cuts windows of :attr:`clip_seconds` every ``hop_seconds`` itself (and a last one ending at the end).
+    #: Prediction (``asczoo predict``, ``model.predict``, ``model.timeline``) always cuts them itself, by
+    #: that rule, from the recording resampled to :attr:`sample_rate` block by block, and hands them to
+    #: :meth:`batch` at that rate: a recording of any length then fits in memory.
     windows = None
 
     @property

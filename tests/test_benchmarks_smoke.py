@@ -131,3 +131,13 @@ def test_gpu_benchmark_dry_run_on_cpu(capsys, monkeypatch):
     result = common.parse_result(text)
     assert float(result["stage2_minutes"]) == pytest.approx(out["stage2_minutes"], rel=1e-3)
     assert "evaluation" in text and out["measured"] is False
+
+
+def test_long_recording_benchmark_writes_its_wav_in_blocks(tmp_path):
+    import soundfile as sf
+
+    from benchmarks.long_recording import write_long_wav
+
+    size = write_long_wav(tmp_path / "x.wav", 0.05, block_seconds=1)  # 3 s in 1 s blocks
+    info = sf.info(str(tmp_path / "x.wav"))
+    assert (info.frames, info.samplerate, info.channels) == (144000, 48000, 2) and size > 4 * 144000

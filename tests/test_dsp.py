@@ -84,3 +84,20 @@ def test_frontend_and_model_work_when_torchaudio_cannot_load():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "ASCZOO_STRICT_PLUGINS": "1"})
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("rates", [(44100, 48000), (48000, 8000), (22050, 8000), (12345, 48000), (8000, 8000)])
+def test_streaming_resampler_equals_whole_signal(rates):
+    """Issue 23: block-by-block resampling (how `asczoo predict` reads hours of audio) gives the samples of
+    resampling the whole signal, whatever the block sizes, including blocks shorter than the kernel."""
+    x = torch.randn(2, 20011, generator=torch.Generator().manual_seed(1))
+    whole = dsp.resample(x, *rates)
+    for sizes in ([1, 7, 3000], [4096], [20011], [5000, 1, 1, 2]):
+        resampler = dsp.StreamingResampler(*rates)
+        pieces, at, sizes_cycle = [], 0, iter(sizes * 20011)
+        while at < x.shape[-1]:
+            size = next(sizes_cycle)
+            pieces.append(resampler.push(x[:, at:at + size]))
+            at += size
+        pieces.append(resampler.flush())
+        torch.testing.assert_close(torch.cat(pieces, dim=-1), whole, rtol=0, atol=1e-6)

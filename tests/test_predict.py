@@ -165,3 +165,98 @@ def test_a_zero_hop_is_refused_as_an_argument(saved, audio, capsys):
     assert main(["predict", str(folder), str(audio / "a_mono_44k.wav"), "--hop", "0", "-q"]) == 2
     err = capsys.readouterr().err
     assert "--hop" in err and "positive" in err and "unreadable" not in err
+
+
+def test_block_path_equals_whole_file_path(saved, audio, capsys):
+    """Issue 23 item 2: a file read and resampled block by block (blocks of 4096 frames: 189 of them,
+    none aligned with a window) gives the windows and probabilities of the whole-file path
+    (``frontend.windows`` on the file read whole), overlapping hop and last window included."""
+    from asczoo.inference import clip_windows, model_frontend, stream_windows, window_probabilities
+    from asczoo.data.audio import AudioStream
+
+    model, _ = saved
+    path = audio / "c_long_35s.wav"
+    frontend = model_frontend(model)
+    whole = clip_windows(frontend, *read_audio(path), hop_seconds=1.5)
+    with AudioStream(path) as stream:
+        chunks = list(stream_windows(stream.blocks(4096), stream.sample_rate, frontend, hop_seconds=1.5, chunk=5))
+    streamed = torch.cat([frontend.batch(c.waveforms, c.sample_rate) for c in chunks])
+    assert streamed.shape == whole.shape and whole.shape[0] == 23
+    torch.testing.assert_close(streamed, whole, rtol=0, atol=1e-5)
+    starts = [s for c in chunks for s in c.starts]
+    assert starts[:3] == [0.0, 1.5, 3.0] and starts[-1] == pytest.approx(33.0)  # the last window ends at 35 s
+    (result,) = predict_files(model, collect_audio_files([path]), batch_size=4, hop_seconds=1.5, progress=True,
+                              block_frames=4096)
+    bar = capsys.readouterr().err  # the bar counts the recording's seconds
+    assert "35/35 s of audio" in bar and "file 1/1" in bar
+    expected = window_probabilities(model, whole)
+    torch.testing.assert_close(result.window_probabilities, expected, rtol=0, atol=1e-5)
+    assert result.starts == starts and result.ends[-1] == pytest.approx(35.0)
+
+
+def test_timeline_api_cli_csv_smoothing_and_plot(saved, audio, tmp_path, capsys):
+    """Issue 23 item 1: one row per window (times, top label, every probability), the CLI's CSV holds the
+    same rows, --smooth is a centred median over odd N windows, --timeline-plot draws a PNG."""
+    import csv
+
+    from asczoo.inference import clip_windows, median_smooth, model_frontend, window_probabilities
+
+    model, folder = saved
+    path = audio / "c_long_35s.wav"
+    expected = window_probabilities(model, clip_windows(model_frontend(model), *read_audio(path), hop_seconds=3.0))
+    rows = model.timeline(path, hop_seconds=3.0)
+    assert len(rows) == 12 and [(r.start, r.end) for r in rows[:2]] == [(0.0, 2.0), (3.0, 5.0)]
+    assert (rows[-1].start, rows[-1].end) == pytest.approx((33.0, 35.0))  # the last window ends at the end
+    for row, probs in zip(rows, expected):
+        assert row.labels == (CLASSES[int(probs.argmax())],)
+        assert list(row.probabilities.values()) == pytest.approx(probs.tolist(), abs=1e-5)
+    # the same rows for the waveform, and predict() is their mean
+    again = model.timeline(*read_audio(path), hop_seconds=3.0)
+    assert [r.labels for r in again] == [r.labels for r in rows]
+    mean = model.predict(path, hop_seconds=3.0).probabilities
+    assert list(mean.values()) == pytest.approx(expected.mean(0).tolist(), abs=1e-5)
+
+    smoothed = median_smooth(expected, 3)
+    assert torch.equal(smoothed[5], expected[4:7].median(dim=0).values)
+    assert torch.equal(smoothed[0], torch.stack([expected[0], expected[0], expected[1]]).median(dim=0).values)
+    out, png = tmp_path / "t.csv", tmp_path / "t.png"
+    args = ["predict", str(folder), str(path), "--hop", "3", "-q", "--timeline", str(out), "--smooth", "3"]
+    plotting = pytest.importorskip("matplotlib") is not None
+    assert main(args + (["--timeline-plot", str(png)] if plotting else [])) == 0
+    table = list(csv.reader(out.open()))
+    assert table[0] == ["start", "end", "label", *CLASSES] and len(table) == 13
+    assert table[6][:2] == ["15.000", "17.000"] and table[-1][:2] == ["33.000", "35.000"]
+    values = torch.tensor([[float(v) for v in r[3:]] for r in table[1:]])
+    torch.testing.assert_close(values, smoothed, rtol=0, atol=2e-6)
+    assert [r[2] for r in table[1:]] == [CLASSES[int(i)] for i in smoothed.argmax(1)]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(args[:-1] + ["4"]) == 2
+    assert "--smooth) must be an odd number of windows (1, 3, 5, ...)" in capsys.readouterr().err
+    assert main(["predict", str(folder), str(audio), "--timeline", str(out), "-q"]) == 2
+    assert "follow one recording; PATH gave 4 files" in capsys.readouterr().err
+
+
+def test_timeline_of_a_multi_label_model_lists_every_label_above_threshold(tmp_path):
+    from asczoo.inference import timeline_rows
+
+    torch.manual_seed(0)
+    from asczoo.testing import TINY_OVERRIDES
+
+    model = asczoo.create_model("atresn-net-resnet18", overrides={**TINY_OVERRIDES,
+                                                                  "classes": ["a", "b", "c"], "num_classes": 3,
+                                                                  "task": "multi-label"})
+    waveform = torch.randn(2, 3 * CLIP) * 0.1
+    rows = model.eval().timeline(waveform, 8000, threshold=0.3)
+    assert len(rows) == 3
+    for row in rows:
+        assert all(0 <= p <= 1 for p in row.probabilities.values())  # sigmoids, not a softmax
+        assert row.labels == tuple(sorted((c for c, p in row.probabilities.items() if p >= 0.3),
+                                          key=lambda c: -row.probabilities[c]))
+    fixed = timeline_rows(["a", "b", "c"], [0.0], [2.0], torch.tensor([[0.9, 0.2, 0.6]]), threshold=0.5)
+    assert fixed[0].labels == ("a", "c")
+    from asczoo.inference import write_timeline
+
+    write_timeline(fixed, ["a", "b", "c"], tmp_path / "m.csv", multi_label=True)
+    assert (tmp_path / "m.csv").read_text().splitlines() == ["start,end,labels,a,b,c",
+                                                            '0.000,2.000,"a,c",0.900000,0.200000,0.600000']

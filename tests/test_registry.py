@@ -154,3 +154,29 @@ def test_one_named_registry_checks_names_extends_and_cycles_for_both_kinds(regis
     with pytest.raises(asczoo.RecipeError, match="recipe name 'Bad Name' must be lower-case"):
         reg.add_source({"version": 1, section: {"Bad Name": {}}}, owner="t", strict=True)
     assert reg.entries == {}
+
+
+def test_list_pretrained_explains_how_to_register_weights(tmp_path, monkeypatch, capsys):
+    """Issue 23 item 3: with no weights registered, `asczoo list --pretrained` says so and how to add
+    some (exit 0); the recipe it shows, in an ASCZOO_REGISTRY file, is then listed."""
+    from asczoo.cli import main
+    from asczoo.commands import list as list_command
+    from asczoo.models import factory
+
+    monkeypatch.setattr(factory, "list_pretrained", lambda pattern="*": [])
+    assert main(["list", "--pretrained"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no pretrained weights are registered: no recipe has a `weights` section.")
+    assert "ASCZOO_REGISTRY" in out and "create_model(\"my-atresn.v1\", pretrained=True)" in out
+    monkeypatch.undo()
+
+    snippet = list_command.NO_WEIGHTS.split("\n  version: 1\n", 1)[1].split("\nthen ", 1)[0]
+    path = tmp_path / "weights.yaml"
+    path.write_text("version: 1\n" + "\n".join(line[2:] for line in snippet.splitlines()).replace(
+        "<40-hex commit>", "c0ffee" * 6 + "c0ff") + "\n")
+    monkeypatch.setenv("ASCZOO_REGISTRY", str(path))
+    recipes.invalidate()
+    assert main(["list", "--pretrained"]) == 0
+    assert "my-atresn.v1" in capsys.readouterr().out.splitlines()
+    assert main(["list", "--pretrained", "nothing*"]) == 0
+    assert capsys.readouterr().out == "no pretrained weights match 'nothing*'; `asczoo list --pretrained` lists them all\n"

@@ -84,6 +84,37 @@ def test_sample_count_limit(tmp_path, monkeypatch):
     assert info.value.kind == "limits"
 
 
+def test_header_claiming_more_frames_than_the_file_holds_is_refused(tmp_path):
+    """Issue 23: the frame limit guards against absurd headers, not long files: a 256-byte FLAC whose
+    STREAMINFO claims 2**36 frames is refused by every reader before decoding; a genuine long recording
+    (beyond what read_audio takes whole) opens as a stream."""
+    import soundfile as sf
+
+    path = tmp_path / "liar.flac"
+    sf.write(str(path), np.zeros((8000, 2)), 8000)
+    data = bytearray(path.read_bytes())
+    packed = int.from_bytes(data[18:26], "big")  # rate (20 bits), channels, bits, total frames (36 bits)
+    data[18:26] = (packed | (2**36 - 1)).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    for reader in (audio_info, read_audio, lambda p: audio.AudioStream(p).__enter__()):
+        with pytest.raises(AudioError, match=r"liar\.flac: the header declares 68719476735 frames x 2 channels, "
+                                             r"more than its \d+ bytes can hold") as info:
+            reader(path)
+        assert info.value.kind == "limits"
+
+
+def test_long_files_stream_past_the_whole_read_limit(tmp_path, monkeypatch):
+    path = write_float_wav(tmp_path / "long.wav", clip())
+    monkeypatch.setattr(audio, "MAX_SAMPLES", 1000)
+    with pytest.raises(AudioError, match="at most 1000 are read whole"):
+        read_audio(path)
+    assert audio_info(path).frames == 8000
+    with audio.AudioStream(path) as stream:
+        blocks = list(stream.blocks(3000))
+    assert [b.shape for b in blocks] == [(2, 3000), (2, 3000), (2, 2000)]
+    assert torch.equal(torch.cat(blocks, dim=-1), torch.from_numpy(clip().T.astype(np.float32)))
+
+
 def test_fifo_is_not_opened(tmp_path):
     fifo = tmp_path / "x.wav"
     os.mkfifo(fifo)

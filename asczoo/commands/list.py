@@ -6,6 +6,20 @@ COMMAND = "list"
 HELP = "list registry models (shell-style PATTERN, e.g. 'atresn*')"
 
 
+#: what ``--pretrained`` says when no recipe pins weights: where and how weights are registered
+NO_WEIGHTS = """no pretrained weights are registered: no recipe has a `weights` section.
+To add some, pin the published weights (a Hub repository and commit) as a tag of a recipe, in a file named
+by ASCZOO_REGISTRY (or asczoo.register_recipes(path), or a plugin's recipes file):
+  version: 1
+  models:
+    my-atresn:
+      extends: atresn-net-resnet18
+      weights:
+        v1: {repo_id: org/my-atresn, revision: <40-hex commit>}
+then `asczoo list --pretrained` shows my-atresn.v1 and create_model("my-atresn.v1", pretrained=True) loads it.
+A model folder or a Hub repository needs no recipe: asczoo predict hf-hub:org/name FILE."""
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard (default: all)")
     parser.add_argument("--pretrained", action="store_true", help="list arch.tag names with published weights")
@@ -19,8 +33,13 @@ def run(args) -> int:
     from asczoo.recipes import model_recipes as recipes
 
     if args.pretrained:
-        for name in factory.list_pretrained(args.pattern):
+        names = factory.list_pretrained(args.pattern)
+        for name in names:
             print(name)
+        if not names and factory.list_pretrained():
+            print(f"no pretrained weights match {args.pattern!r}; `asczoo list --pretrained` lists them all")
+        elif not names:
+            print(NO_WEIGHTS)
         return 0
     reg = recipes.registry()
     names = reg.names(args.pattern, include_unavailable=args.all)

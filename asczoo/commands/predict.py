@@ -26,6 +26,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default=None, metavar="D", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                         help="window hop for recordings longer than the model's clip (default: one clip)")
+    parser.add_argument("--timeline", metavar="CSV",
+                        help="one recording: write one row per window (start and end seconds, label, every class's "
+                             "probability; multi-label: every label >= --threshold) as CSV with a header row")
+    parser.add_argument("--timeline-plot", metavar="PNG",
+                        help="one recording: draw the probabilities over time with label bands (needs matplotlib)")
+    parser.add_argument("--smooth", type=int, default=1, metavar="N",
+                        help="timeline: median of each class's probability over N windows (odd; default 1: none)")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of MODEL")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -35,16 +42,22 @@ def run(args) -> int:
 
     from asczoo.models.factory import load_model
     from asczoo.inference import (
-        collect_audio_files, default_scores_path, format_multi_label, format_submission, labels_above, predict_files,
-        write_dcase_output, write_scores, write_submission,
+        check_smooth, collect_audio_files, default_scores_path, format_multi_label, format_submission, labels_above,
+        predict_files, write_dcase_output, write_scores, write_submission,
     )
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not 0.0 < args.threshold < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    check_smooth(args.smooth)
+    if args.smooth != 1 and not (args.timeline or args.timeline_plot):
+        raise ValueError("--smooth applies to the timeline: add --timeline CSV or --timeline-plot PNG")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     files = collect_audio_files(args.paths)
+    if (args.timeline or args.timeline_plot) and len(files) != 1:
+        raise ValueError(f"--timeline and --timeline-plot follow one recording; PATH gave {len(files)} files: "
+                         "name one audio file")
     model = load_model(args.model, revision=args.revision, device=device)
     multi_label = getattr(model, "task", "single-label") == "multi-label"
     if multi_label and args.dcase_output:
@@ -82,9 +95,29 @@ def run(args) -> int:
     scores = args.scores or (default_scores_path(args.output) if args.output else None)
     if scores:
         write_scores(results, model.classes, scores)
+    if (args.timeline or args.timeline_plot) and results[0].prediction is not None:
+        _write_timeline(args, model, results[0], multi_label)
     failed = sum(r.error is not None for r in results)
     done = len(results) - failed
     where = f" -> {args.output}" + (f", scores {scores}" if scores else "") if args.output else ""
     print(f"asczoo predict: {done} file(s) classified{where}"
           + (f"; {failed} file(s) skipped (see above)" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+def _write_timeline(args, model, result, multi_label: bool) -> None:
+    """``--timeline`` and ``--timeline-plot`` from the windows ``predict_files`` kept."""
+    from asczoo.inference import plot_timeline, timeline_rows, write_timeline
+
+    rows = timeline_rows(model.classes, result.starts, result.ends, result.window_probabilities, smooth=args.smooth,
+                         threshold=args.threshold if multi_label else None)
+    if args.timeline:
+        write_timeline(rows, model.classes, args.timeline, multi_label=multi_label)
+        print(f"asczoo predict: timeline of {len(rows)} window(s) -> {args.timeline}", file=sys.stderr)
+    if args.timeline_plot:
+        smoothed = f", median of {args.smooth} windows" if args.smooth > 1 else ""
+        if plot_timeline(rows, model.classes, args.timeline_plot, title=f"{result.name}{smoothed}"):
+            print(f"asczoo predict: timeline plot -> {args.timeline_plot}", file=sys.stderr)
+        else:
+            print("asczoo predict: no timeline plot written: matplotlib is not installed (pip install matplotlib)",
+                  file=sys.stderr)

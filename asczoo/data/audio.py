@@ -9,7 +9,12 @@ Limits, checked before anything is allocated or decoded (a file's header can cla
 
 * only regular files are opened (a FIFO or device named ``x.wav`` would block or never end);
 * the sample rate is between :data:`MIN_SAMPLE_RATE` and :data:`MAX_SAMPLE_RATE` Hz, at most
-  :data:`MAX_CHANNELS` channels and :data:`MAX_SAMPLES` samples (frames x channels, 2 GiB as float32);
+  :data:`MAX_CHANNELS` channels, and no more frames than the file's bytes can hold (a PCM frame takes
+  its sample width per channel, a compressed one at least 1 / :data:`MAX_FRAMES_PER_BYTE` byte): a
+  header claiming hours in a few bytes is refused, a long recording is not;
+* :func:`read_audio` reads a file whole, so it also refuses more than :data:`MAX_SAMPLES` samples
+  (frames x channels, 2 GiB as float32); :class:`AudioStream` reads block by block, with memory
+  independent of the length, and is what ``asczoo predict`` uses;
 * samples are finite and within +-:data:`MAX_AMPLITUDE` (full scale is 1; float WAVs may exceed it a
   little, but 60 dB over full scale is a broken file whose log-mel features overflow to NaN).
 
@@ -36,8 +41,20 @@ AUDIO_EXTENSIONS = (".wav", ".flac")
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
 #: more channels than this is not a recording asczoo reads (the frontend takes mono or stereo)
 MAX_CHANNELS = 64
-#: frames x channels a file may hold: 2**29 float32 samples are 2 GiB (about 93 min of 48 kHz stereo)
+#: frames x channels :func:`read_audio` reads whole: 2**29 float32 samples are 2 GiB (about 93 min of
+#: 48 kHz stereo); :class:`AudioStream` reads longer files block by block
 MAX_SAMPLES = 2**29
+#: frames a byte of a compressed file (FLAC) can hold at most: a FLAC frame holds at most 65,535
+#: frames and takes at least 8 bytes; headers claiming more are refused
+MAX_FRAMES_PER_BYTE = 2**13
+#: containers whose data is stored uncompressed, at the subtype's sample width (FLAC's subtype names
+#: its decoded width, not what it takes on disk)
+PLAIN_FORMATS = ("WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "RAW", "CAF")
+#: bytes per sample of the uncompressed subtypes: a header may not claim more frames than the data holds
+SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+                "ULAW": 1, "ALAW": 1}
+#: frames :class:`AudioStream` reads at a time by default (2 MiB of float32 stereo)
+BLOCK_FRAMES = 2**18
 #: largest absolute sample value accepted (full scale is 1.0; +60 dB over it is a broken file)
 MAX_AMPLITUDE = 1e3
 
@@ -109,16 +126,41 @@ def _wav_declared_frames(path: str, frames: int, channels: int, subtype: str) ->
             f.seek(size + (size & 1), os.SEEK_CUR)
 
 
-def check_header(path: str, sample_rate: int, channels: int, frames: int) -> None:
-    """Raise :class:`AudioError` (kind ``limits``) if a header's values are beyond the module's limits."""
+def check_header(path: str, sample_rate: int, channels: int, frames: int, *, file_bytes: int | None = None,
+                 format: str | None = None, subtype: str | None = None) -> None:
+    """Raise :class:`AudioError` (kind ``limits``) if a header's values are beyond the module's limits.
+
+    With ``file_bytes`` the frame count is also checked against what a file of that size can hold
+    (:func:`most_frames`): an absurd header is refused before anything is decoded or allocated.
+    """
     if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
         raise AudioError(f"{path}: the header's sample rate is {sample_rate} Hz; expected "
                          f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz", "limits")
     if not 1 <= channels <= MAX_CHANNELS:
         raise AudioError(f"{path}: the header declares {channels} channels; expected 1 to {MAX_CHANNELS}", "limits")
+    if file_bytes is not None:
+        most = most_frames(file_bytes, channels, format, subtype)
+        if frames > most:
+            raise AudioError(f"{path}: the header declares {frames} frames x {channels} channels, more than its "
+                             f"{file_bytes} bytes can hold (at most {most} frames of {format} {subtype}); expected "
+                             "a header that matches the data", "limits")
+
+
+def most_frames(file_bytes: int, channels: int, format: str | None, subtype: str | None) -> int:
+    """The most frames a file of ``file_bytes`` bytes can hold: the data at the subtype's sample width
+    (:data:`SAMPLE_BYTES`) in a :data:`PLAIN_FORMATS` container, else :data:`MAX_FRAMES_PER_BYTE` per byte."""
+    width = SAMPLE_BYTES.get(subtype or "") if format in PLAIN_FORMATS else None
+    if width is None:
+        return file_bytes * MAX_FRAMES_PER_BYTE
+    return file_bytes // (width * max(channels, 1))
+
+
+def check_whole_read(path: str, channels: int, frames: int) -> None:
+    """Raise :class:`AudioError` (kind ``limits``) if reading the file whole would exceed :data:`MAX_SAMPLES`."""
     if frames * channels > MAX_SAMPLES:
         raise AudioError(f"{path}: {frames} frames x {channels} channels = {frames * channels} samples; "
-                         f"at most {MAX_SAMPLES} are read", "limits")
+                         f"at most {MAX_SAMPLES} are read whole (asczoo predict reads any length block by block)",
+                         "limits")
 
 
 def check_samples(path: str, waveform: torch.Tensor) -> None:
@@ -146,11 +188,13 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     try:
         with open_regular(path) as f:
             info = sf.info(f)
+            size = os.fstat(f.fileno()).st_size
     except AudioError:
         raise
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
         raise AudioError(f"{path}: unreadable audio ({_reason(exc)})") from exc
-    check_header(path, int(info.samplerate), int(info.channels), int(info.frames))
+    check_header(path, int(info.samplerate), int(info.channels), int(info.frames), file_bytes=size,
+                 format=str(info.format), subtype=str(info.subtype))
     declared = info.frames
     if info.format == "WAV":
         declared = _wav_declared_frames(path, info.frames, info.channels, info.subtype)
@@ -199,7 +243,9 @@ def read_audio(path: str | os.PathLike, *, check_values: bool = True) -> tuple[t
     path = str(path)
     try:
         with open_regular(path) as raw, sf.SoundFile(raw) as f:
-            check_header(path, int(f.samplerate), int(f.channels), int(f.frames))
+            check_header(path, int(f.samplerate), int(f.channels), int(f.frames),
+                         file_bytes=os.fstat(raw.fileno()).st_size, format=str(f.format), subtype=str(f.subtype))
+            check_whole_read(path, int(f.channels), int(f.frames))
             data = f.read(dtype="float32", always_2d=True)
             rate = int(f.samplerate)
     except AudioError:
@@ -210,6 +256,67 @@ def read_audio(path: str | os.PathLike, *, check_values: bool = True) -> tuple[t
     if check_values:
         check_samples(path, waveform)
     return waveform, rate
+
+
+class AudioStream:
+    """An audio file read block by block, so that its length does not bound what can be read.
+
+    ``with AudioStream(path) as stream:`` opens the file and checks its header (the limits above,
+    the frame count against the file's size); ``stream.sample_rate``, ``stream.channels`` and
+    ``stream.frames`` (what the header declares) are then known, and ``stream.blocks(frames)`` yields
+    float32 ``(channels, samples)`` blocks of at most ``frames`` frames until the data ends. With
+    ``check_values`` each block's samples are checked as :func:`read_audio` checks a whole file. Every
+    failure is an :class:`AudioError` naming the file.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, check_values: bool = True) -> None:
+        self.path = str(path)
+        self.check_values = check_values
+        self._raw = self._file = None
+
+    def __enter__(self) -> "AudioStream":
+        sf = _soundfile()
+        try:
+            self._raw = open_regular(self.path)
+            self._file = sf.SoundFile(self._raw)
+            self.sample_rate, self.channels = int(self._file.samplerate), int(self._file.channels)
+            self.frames = int(self._file.frames)
+            check_header(self.path, self.sample_rate, self.channels, self.frames,
+                         file_bytes=os.fstat(self._raw.fileno()).st_size, format=str(self._file.format),
+                         subtype=str(self._file.subtype))
+        except BaseException as exc:
+            self.__exit__(None, None, None)
+            if isinstance(exc, (AudioError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise AudioError(f"{self.path}: unreadable audio ({_reason(exc)})") from exc
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for handle in (self._file, self._raw):
+            if handle is not None:
+                handle.close()
+        self._raw = self._file = None
+
+    @property
+    def seconds(self) -> float:
+        """The header's duration in seconds."""
+        return self.frames / self.sample_rate
+
+    def blocks(self, frames: int = BLOCK_FRAMES):
+        """Float32 ``(channels, samples)`` blocks of at most ``frames`` frames, in order, to the end of the data."""
+        if frames < 1:
+            raise ValueError(f"AudioStream.blocks: frames must be at least 1, got {frames}")
+        while True:
+            try:
+                data = self._file.read(frames, dtype="float32", always_2d=True)
+            except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+                raise AudioError(f"{self.path}: unreadable audio ({_reason(exc)})") from exc
+            if data.shape[0] == 0:
+                return
+            block = torch.from_numpy(data.T.copy())
+            if self.check_values:
+                check_samples(self.path, block)
+            yield block
 
 
 def write_audio(path: str | os.PathLike, waveform: torch.Tensor, sample_rate: int, *, subtype: str = "PCM_16",

@@ -209,5 +209,9 @@ class AscModel(nn.Module):
         """Classify a recording (path or waveform) with this model's own frontend."""
         return inference.predict(self, path_or_waveform, sample_rate=sample_rate, **kwargs)
 
+    def timeline(self, path_or_waveform, sample_rate: int | None = None, **kwargs):
+        """One row per window of a recording: start, end, labels, probabilities (:func:`asczoo.inference.timeline`)."""
+        return inference.timeline(self, path_or_waveform, sample_rate=sample_rate, **kwargs)
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, input_shape={self.input_shape}, classes={self.num_classes}"
