@@ -31,7 +31,7 @@ def trained_export(tmp_path_factory):
 
     model = tiny_model("atresn-net-resnet18")
     patterns = torch.randn(len(model.classes), *model.input_shape, generator=torch.Generator().manual_seed(0))
-    optimiser = torch.optim.Adam(model.parameters(), 1e-2)
+    optimiser = torch.optim.Adam(model.parameters(), 3e-3)  # 1e-2 overshoots on some CPUs (57 % held-out)
     model.train()
     for step in range(80):
         x, y = _synthetic(model, 16, step, patterns)

@@ -220,8 +220,11 @@ def test_compiled_two_stage_training_equals_eager(scenes, tmp_path):
     a = load_file(str(eager.model_dir / "model.safetensors"))
     b = load_file(str(compiled.model_dir / "model.safetensors"))
     assert a.keys() == b.keys()
+    # inductor's fused kernels sum in another order than eager's; after two stages of training that
+    # rounding leaves weights up to ~3e-4 apart on some CPUs (AMD EPYC: a relation block's norm bias)
+    # while the losses below still agree to 1e-5: the weights within 1e-3, the losses held tighter
     for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4, msg=key)
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-3, msg=key)
     for stage in ("stage1", "stage2"):
         for mine, theirs in zip(compiled.stages[stage].history, eager.stages[stage].history):
             for key in ("train_loss", "eval_loss"):  # stage 2's epoch 0 is an evaluation only
