@@ -34,6 +34,50 @@ QUICK = FAMILIES + ["resnet18-3d", "tresn-net-resnet18", "senot-net-resnet18"] +
     [n for n in MODELS if n.startswith("nonlocal-net-")][:1]
 
 
+
+def _options(name: str) -> set[str]:
+    """Every part option of a registry model's recipe as ``section.key=value`` (backbone, inflator,
+    relation, head, frontend): what can change the exported graph."""
+    import json
+
+    recipe, found = asczoo.model_recipe(name), set()
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key not in ("description", "tag", "extends"):
+                    walk(f"{prefix}.{key}", item)
+        else:
+            found.add(f"{prefix}={json.dumps(value, sort_keys=True)}")
+
+    for section in ("backbone", "inflator", "relation", "head", "frontend"):
+        walk(section, recipe.get(section))
+    return found
+
+
+def _option_cover() -> list[str]:
+    """Registry models that between them hold every option value of the registry (greedy set cover,
+    in registry order): the full-size export of these exercises every operator any model uses."""
+    options = {name: _options(name) for name in MODELS}
+    needed, chosen = set().union(*options.values()), []
+    while needed:
+        best = max(options, key=lambda n: len(options[n] & needed))
+        chosen.append(best)
+        needed -= options[best]
+    return chosen
+
+
+#: exported at the full input size (slow): the option cover, the families and the flagship (14 of 27
+#: models today); every other registry model is a combination of option values these hold
+FULL_SIZE = list(dict.fromkeys([DYNAMIC, *FAMILIES, *_option_cover()]))
+
+
+def test_full_size_set_holds_every_option_value_of_the_registry():
+    held = set().union(*(_options(n) for n in FULL_SIZE))
+    for name in MODELS:
+        assert _options(name) <= held, f"{name} has an option value no full-size export exercises"
+
+
 def run_onnx(path, x: torch.Tensor) -> torch.Tensor:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = session.run(["logits"], {"features": x.numpy()})
@@ -112,9 +156,9 @@ OWN_FULL_INPUT = {"lc-resnet-narrow": (8, 3, 64, 32), "lc-atresn-narrow": (8, 3,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", FULL_SIZE)
 def test_full_size_export_verifies_at_every_batch(name, tmp_path):
-    """At the full input size, narrow widths, every registry model: the dynamic-batch file is verified by
+    """At the full input size, narrow widths, the models of FULL_SIZE: the dynamic-batch file is verified by
     the export itself at VERIFY_BATCHES (1, 2, 3, 7), and run here again at two sizes (every size for the
     flagship and one model per family). (A row-block size computed from the traced batch was once baked
     into the graph: batch 3 failed.)"""
