@@ -5,20 +5,31 @@ normalisation statistics, checkpoints, exported models) goes through here. The c
 a temporary file in the destination's directory (same file system), flushed and fsync'ed, then moved
 over the destination with :func:`os.replace`, which is atomic on POSIX and Windows. A crash or a
 ``kill`` in the middle leaves at most a stray ``.NAME.*.tmp`` file, never a half-written ``NAME``.
+
+An output made of several files (a quantised model folder, a DCASE package) is written with
+:func:`atomic_directory`: into a ``.NAME-*.staging`` folder beside it, moved into place last. A command
+that writes ``NAME`` holds :func:`exclusive_output` meanwhile, so a second process on the same output is
+refused with the holder's PID, and what a writer killed earlier left behind (its ``.tmp`` files and
+``.staging`` folders) is removed before the new write starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_save_safetensors", "TEMP_SUFFIX"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_save_safetensors", "atomic_directory", "exclusive_output",
+           "OutputInUseError", "TEMP_SUFFIX", "STAGING_SUFFIX"]
 
 #: suffix of the temporary files; a directory scan may ignore (or clean up) files ending in it
 TEMP_SUFFIX = ".tmp"
+#: suffix of the folders a multi-file output is assembled in (see :func:`atomic_directory`)
+STAGING_SUFFIX = ".staging"
 
 
 @contextlib.contextmanager
@@ -97,3 +108,108 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class OutputInUseError(RuntimeError):
+    """Another process is writing the same output (see :func:`exclusive_output`)."""
+
+
+@contextlib.contextmanager
+def exclusive_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the output ``path`` for one writer while the ``with`` block runs.
+
+    The lock is ``.NAME.lock`` beside ``path``, held with ``fcntl.flock``: the kernel drops it when the
+    process ends however it ends (``kill -9`` too), so a lock file left behind is never stale. A second
+    process gets :class:`OutputInUseError` naming the holder, at once rather than after its own work
+    is done twice. Once held, the leftovers of an earlier writer of ``path`` that was killed (its
+    ``.NAME.*.tmp`` files and ``.NAME-*.staging`` folders) are removed. The lock file is removed on
+    the way out. Where ``fcntl`` does not exist (Windows) outputs are not locked.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = target.parent / f".{target.name}.lock"
+    fd = _take_lock(lock, target)
+    try:
+        _remove_leftovers(target)
+        yield target
+    finally:
+        if fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)  # while still held: a waiter that opened it re-checks the inode and retries
+            os.close(fd)
+
+
+def _take_lock(lock: Path, target: Path) -> int | None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    import socket
+
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise OutputInUseError(f"{target} is being written by another asczoo process ({holder}); wait for it "
+                                   "to finish, or choose another output") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a lock file its previous holder removed between our open and our flock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            return fd
+        os.close(fd)
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove what a killed writer of ``target`` left: ``.NAME.*.tmp`` files, ``.NAME-*.staging`` folders."""
+    files, folders = f".{target.name}.", f".{target.name}-"
+    for entry in os.scandir(target.parent):
+        if entry.name.startswith(files) and entry.name.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+        elif (entry.name.startswith(folders) and entry.name.endswith(STAGING_SUFFIX)
+              and entry.is_dir(follow_symlinks=False)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Assemble a folder that replaces ``path`` when the ``with`` block succeeds.
+
+    Yields an empty staging folder beside ``path`` (same file system) to write into; on success an
+    existing ``path`` is moved aside, the staging folder renamed to ``path`` and the old one removed.
+    If the block raises, the staging folder is removed and ``path`` is left as it was; an ``OSError``
+    (a full disk, a read-only folder) is raised again as one naming ``path``, saying nothing was
+    written. The whole write holds :func:`exclusive_output`.
+    """
+    target = Path(path)
+    with exclusive_output(target):
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", suffix=STAGING_SUFFIX, dir=target.parent))
+        try:
+            yield staging
+            old = None
+            if target.exists() or target.is_symlink():
+                old = target.parent / f".{target.name}-{uuid.uuid4().hex[:8]}.old{STAGING_SUFFIX}"
+                os.rename(target, old)
+            os.replace(staging, target)
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+                raise OSError(exc.errno, f"{target}: could not be written ({exc.strerror}); nothing was "
+                              "written") from None
+            raise
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+        _fsync_dir(target.parent)

@@ -36,6 +36,14 @@ def waveform_meta(path) -> str:
 
 
 def run(args) -> int:
+    from asczoo.atomic import exclusive_output
+
+    # one writer per output file; what a killed earlier export left beside it is removed first
+    with exclusive_output(args.output):
+        return _export(args)
+
+
+def _export(args) -> int:
     import json
 
     from asczoo.deploy.export import export_onnx

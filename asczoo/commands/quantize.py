@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 COMMAND = "quantize"
@@ -62,7 +60,7 @@ def _batches(ds, indices, batch_size=32, labels=False):
 def run(args) -> int:
     import torch
 
-    from asczoo.atomic import atomic_write_text
+    from asczoo.atomic import atomic_directory, atomic_write_text
     from asczoo.analysis.complexity import measure
     from asczoo.training.evaluation import resolve_model
     from asczoo.deploy.quantize import check_quantizable, parity, quantize_fp16, quantize_int8
@@ -91,9 +89,7 @@ def run(args) -> int:
         report = {"split": args.split, "scheme": args.to,
                   **parity(model, quantized, _batches(ds, list(range(len(ds))), labels=True))}
     # everything is written into a folder beside OUT and moved into place last: an error leaves no half model
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_directory(out) as staging:
         quantized.save_pretrained(staging)
         result = measure(quantized)
         files = {"complexity.json": result.to_dict()}
@@ -101,14 +97,6 @@ def run(args) -> int:
             files["parity.json"] = report
         for name, data in files.items():
             atomic_write_text(staging / name, json.dumps(data, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(staging, out)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:  # a full disk, a read-only folder
-            raise OSError(exc.errno, f"{out}: could not be written ({exc.strerror}); nothing was written") from None
-        raise
     print(f"wrote {out} ({model.name}, {args.to}): {result.summary()}")
     if report is not None:
         print(f"parity on {report['clips']} {args.split} clips: accuracy {100 * report['float_accuracy']:.2f}% float, "

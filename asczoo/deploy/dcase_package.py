@@ -24,9 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -310,7 +308,7 @@ def write_package(name: str, models: Mapping[str, nn.Module], out: str | os.Path
     model folders read (``out`` may not be, contain or lie inside one); ``test_csv``: the test split
     (tab-separated, ``filename`` column) copied to ``resources/test.csv``, which the template's
     ``evaluate_submission.py`` reads instead of downloading the official one."""
-    from asczoo.atomic import atomic_write, atomic_write_text
+    from asczoo.atomic import atomic_directory, atomic_write, atomic_write_text
     from asczoo.analysis.complexity import measure
 
     match = NAME_RE.match(name)
@@ -330,9 +328,7 @@ def write_package(name: str, models: Mapping[str, nn.Module], out: str | os.Path
             raise ValueError(f"--test-csv {test_csv}: expected a tab-separated table with a 'filename' column")
     target = Path(out)
     _check_out(target, sources, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_directory(target) as staging:
         base = staging / package
         complexity = {}
         for device, model in container.models.items():
@@ -368,12 +364,4 @@ def write_package(name: str, models: Mapping[str, nn.Module], out: str | os.Path
                          if p.is_file() and "__pycache__" not in p.parts)
         atomic_write_text(staging / MANIFEST, json.dumps({"written_by": f"asczoo {__version__} package",
                                                           "submission": name, "files": written}, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:  # a full disk, a read-only folder
-            raise OSError(exc.errno, f"{target}: could not be written ({exc.strerror}); nothing was written") from None
-        raise
     return target

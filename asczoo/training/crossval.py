@@ -62,7 +62,7 @@ def cross_validate(
     """Train ``recipe`` on each fold (default: all official folds of its dataset), resuming finished or
     interrupted folds in ``out`` (default ``runs/NAME-cv``); returns and writes the per-fold figures."""
     from asczoo.recipes import training_recipes
-    from asczoo.atomic import atomic_write_text
+    from asczoo.atomic import atomic_write_text, exclusive_output
     from asczoo.data.datasets import dataset_defaults
     from asczoo.training.runs import train
 
@@ -91,9 +91,11 @@ def cross_validate(
     summary = CrossValidation(recipe=name, dataset=dataset, metric=metric, folds=figures,
                               mean=statistics.fmean(values), std=statistics.stdev(values) if len(values) > 1 else 0.0,
                               out=base, runs=runs)
-    atomic_write_text(base / "cv.json", json.dumps(summary.to_dict(), indent=2))
-    table = ["| fold | " + metric + " |", "|---|---|"] + [f"| {k} | {100 * v:.2f} % |" for k, v in figures.items()]
-    table.append(f"| mean +- std | {100 * summary.mean:.2f} +- {100 * summary.std:.2f} % |")
-    atomic_write_text(base / "cv.md", f"# {name}: {len(figures)}-fold cross-validation on {dataset}\n\n"
-                      + "\n".join(table) + "\n")
+    # one writer of the summary at a time; a killed earlier writer's temporary files are removed first
+    with exclusive_output(base / "cv.json"), exclusive_output(base / "cv.md"):
+        atomic_write_text(base / "cv.json", json.dumps(summary.to_dict(), indent=2))
+        table = ["| fold | " + metric + " |", "|---|---|"] + [f"| {k} | {100 * v:.2f} % |" for k, v in figures.items()]
+        table.append(f"| mean +- std | {100 * summary.mean:.2f} +- {100 * summary.std:.2f} % |")
+        atomic_write_text(base / "cv.md", f"# {name}: {len(figures)}-fold cross-validation on {dataset}\n\n"
+                          + "\n".join(table) + "\n")
     return summary

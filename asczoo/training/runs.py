@@ -190,6 +190,17 @@ class RunLock:
             self._fd = None
 
 
+def _remove_temporary(run_dir: Path) -> None:
+    """Remove the ``.NAME.*.tmp`` files a process killed mid-write left anywhere in the run (the run is
+    locked, so no other process is writing them); they were never trusted, only untidy, but a stage's
+    model folder is copied whole into ``RUN/model`` and must not carry one along."""
+    from asczoo.atomic import TEMP_SUFFIX
+
+    for path in run_dir.rglob(f".*{TEMP_SUFFIX}"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+
+
 class RunLockedError(RuntimeError):
     """Another process is training into the same run directory."""
 
@@ -203,6 +214,8 @@ def _run_locked(name: str, rec: dict[str, Any], runtime: Any, run_dir: Path, *, 
     saved_path = run_dir / "recipe.yaml"
     if saved_path.is_file() and not resume:
         raise FileExistsError(f"{run_dir} holds a run already; continue it with --resume, or choose another --out")
+    if runtime.is_main and saved_path.is_file():
+        _remove_temporary(run_dir)
     saved: dict[str, Any] = {}
     if saved_path.is_file():
         try:
