@@ -50,3 +50,10 @@ def hf_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read at import; the env var is for subprocesses
     assert constants.is_offline_mode(), "tests must run with HF_HUB_OFFLINE=1"
     return cache
+
+
+def pytest_collection_modifyitems(config, items):
+    """The ``slow`` tests first: pytest-xdist hands each worker a share of the collection and idle workers
+    take from the others' queues, so the few tests of half a minute or more, started first, no longer
+    leave one core running the last of them while the other waits (CI on 2 cores)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -159,9 +159,9 @@ OWN_FULL_INPUT = {"lc-resnet-narrow": (8, 3, 64, 32), "lc-atresn-narrow": (8, 3,
 @pytest.mark.parametrize("name", FULL_SIZE)
 def test_full_size_export_verifies_at_every_batch(name, tmp_path):
     """At the full input size, narrow widths, the models of FULL_SIZE: the dynamic-batch file is verified by
-    the export itself at VERIFY_BATCHES (1, 2, 3, 7), and run here again at two sizes (every size for the
-    flagship and one model per family). (A row-block size computed from the traced batch was once baked
-    into the graph: batch 3 failed.)"""
+    the export itself at VERIFY_BATCHES (1, 2, 3, 7), and run here again, independently of that check,
+    at batch 3 (and 7 for the flagship and one model per family). (A row-block size computed from the
+    traced batch was once baked into the graph: batch 3 failed.)"""
     torch.manual_seed(0)
     model = asczoo.create_model(name, overrides={"backbone": {"channels": [8, 16, 32, 64], "stem_width": 8},
                                                  "classes": CLASSES})
@@ -177,7 +177,7 @@ def test_full_size_export_verifies_at_every_batch(name, tmp_path):
     assert result.max_abs_diff is not None
     _check_metadata(result.path, model, name)
     onnx.checker.check_model(str(result.path), full_check=True)
-    for batch in (1, 3, 7) if name in FAMILIES else (1, 3):
+    for batch in (3, 7) if name in FAMILIES else (3,):  # beside the export's own check, independently
         xb = features(model, batch=batch, seed=10 + batch)
         with torch.no_grad():
             expected = model(xb)

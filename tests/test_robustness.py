@@ -439,7 +439,6 @@ def test_cli_shortens_openmp_spinning_unless_the_user_chose(tmp_path):
     assert omp_spin_count([sys.executable, "-m", "asczoo", "list"], env) == str(SPIN_COUNT)
     assert omp_spin_count([script, "list"], env) == str(SPIN_COUNT)
     assert omp_spin_count([script, "list"], {**env, "OMP_WAIT_POLICY": "PASSIVE"}) == "0"
-    assert int(omp_spin_count([script, "list"], {**env, "OMP_WAIT_POLICY": "ACTIVE"})) > 300000
     assert omp_spin_count([script, "list"], {**env, "GOMP_SPINCOUNT": "123"}) == "123"
 
 
