@@ -25,7 +25,7 @@ __all__ = [
     # saved models and the Hub
     "from_pretrained",
     # training
-    "train", "evaluate",
+    "train", "finetune", "evaluate",
 ]
 
 
@@ -52,6 +52,8 @@ def _public(name: str) -> Any:
         from asczoo.models import pretrained as module
     elif name == "train":
         from asczoo.training import runs as module
+    elif name == "finetune":
+        from asczoo.training import finetuning as module
     elif name == "evaluate":
         from asczoo.training import evaluation as module
     else:

@@ -131,6 +131,9 @@ def _front_matter(config: Mapping[str, Any], metrics: Mapping[str, Any], license
         "tags": tags,
         "pipeline_tag": "audio-classification",
     }
+    parent = base_model(config.get("training"))
+    if parent is not None:  # the Hub links a fine-tuned model to its parent by this key
+        meta["base_model"] = parent
     accuracy, dataset = metrics.get("accuracy"), metrics.get("dataset")
     if _is_number(accuracy) and isinstance(dataset, str) and dataset:
         dataset_entry = {"name": dataset, "type": dataset}
@@ -204,11 +207,29 @@ def _input_section(config: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def base_model(training: Any) -> str | None:
+    """The Hub id of the model these weights were fine-tuned from (``training.init_from`` as
+    ``hf-hub:org/name[@revision]``), or None: a local parent folder has no id to link to."""
+    from asczoo.names import HF_PREFIX, parse_hub_name
+
+    source = training.get("init_from") if isinstance(training, Mapping) else None
+    if not isinstance(source, str) or not source.startswith(HF_PREFIX):
+        return None
+    try:
+        return parse_hub_name(source)[0]
+    except ValueError:
+        return None
+
+
 def _training_section(training: Any) -> str:
     if not training:
         return "## Training\n\nTraining details were not recorded with these weights.\n"
+    source = training.get("init_from") if isinstance(training, Mapping) else None
+    parent = ""
+    if isinstance(source, str) and source != training.get("stage") and "/" in source:
+        parent = f"Fine-tuned from `{source}` (a new head for the classes above; the parent's backbone first).\n\n"
     return (
-        "## Training\n\n"
+        "## Training\n\n" + parent +
         "As recorded by the training run (`config.json`, key `training`):\n\n```yaml\n"
         + yaml.safe_dump(training, sort_keys=False, allow_unicode=True).rstrip()
         + "\n```\n"

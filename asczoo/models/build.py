@@ -1,8 +1,9 @@
 """Building a model from a validated recipe, and the stage 1 -> stage 2 initialisation.
 
 :func:`build_model` asks the plugin registry for each part the recipe names and assembles an
-:class:`~asczoo.models.model.AscModel`; :func:`initialise_from` copies a trained segment model's
-backbone (and head, when it fits) into a new model through its inflator.
+:class:`~asczoo.models.model.AscModel`; :func:`initialise_from` copies a trained model's backbone
+(through the inflator), relation blocks and normalisation, and its head when it fits, into a new
+model: the paper's stage 1 -> stage 2 step, and fine-tuning.
 """
 
 from __future__ import annotations
@@ -86,27 +87,60 @@ def _read_state(source: nn.Module | str | os.PathLike) -> dict[str, torch.Tensor
     return state
 
 
-def initialise_from(model: AscModel, source: nn.Module | str | os.PathLike) -> None:
-    """Initialise ``model`` from a trained segment model (stage 1 -> stage 2), through the inflator.
+def _source_config(source: nn.Module | str | os.PathLike) -> dict[str, Any]:
+    """What the source says about itself: a model's own config, or the ``config.json`` beside saved
+    weights (read as JSON, nothing executed); empty when there is none (a bare ``.safetensors`` file)."""
+    import json
 
-    Copies the backbone (strictly: the architectures must match), the normalisation statistics, and
-    the head when its parameters have the same shapes (otherwise the head stays freshly initialised).
+    if isinstance(source, AscModel):
+        return {"classes": list(source.classes), "quantization": getattr(source, "quantization", None)}
+    if isinstance(source, nn.Module):
+        return {}
+    path = Path(source)
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def initialise_from(model: AscModel, source: nn.Module | str | os.PathLike) -> None:
+    """Initialise ``model`` from a trained model: a segment model (the paper's stage 1 -> stage 2
+    step, through the inflator) or a model of the same architecture (fine-tuning).
+
+    Copies the backbone (strictly: the architectures must match; 2D weights are inflated, 3D ones taken
+    as they are), the relation blocks when the source has them (strictly: the same blocks at the same
+    places), the normalisation statistics, and the head when it predicts the same classes with the same
+    shapes (otherwise the head stays freshly initialised: a new head for new classes). A quantised
+    (int8/fp16) source is refused: fine-tune the float model it came from.
     """
+    described = _source_config(source)
+    if described.get("quantization"):
+        raise ValueError(f"init_from: {source} holds {described['quantization'].get('scheme', 'quantised')} "
+                         "weights for inference; initialise from the float model it was quantised from")
     state = _read_state(source)
     backbone_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     if not backbone_state:
         raise ValueError("init_from: the source has no 'backbone.*' weights; is it an asczoo model?")
-    if isinstance(source, AscModel) and source.relations:
-        raise ValueError(
-            f"init_from: {source.name!r} has relation blocks; init_from takes a segment model (stage 1)"
-        )
+    relation_state = {k[len("relations."):]: v for k, v in state.items() if k.startswith("relations.")}
+    if relation_state and not len(model.relations):
+        raise ValueError(f"init_from: the source has relation blocks and {model.name!r} has none; initialise "
+                         "a model with the same blocks, or start from the source's segment model")
     try:
         model.inflator.load_2d_state(model.backbone, backbone_state)
     except RuntimeError as exc:
         raise ValueError(f"init_from: the source's backbone does not fit {model.name!r}'s backbone: {exc}") from exc
+    if relation_state:
+        try:
+            model.relations.load_state_dict(relation_state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"init_from: the source's relation blocks do not fit {model.name!r}'s: "
+                             f"{str(exc).splitlines()[0]} (same relation plugin, placements and widths expected)") from None
     head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
     own_head = model.head.state_dict()
-    if head_state and head_state.keys() == own_head.keys() and all(
+    same_classes = "classes" not in described or list(described["classes"]) == list(model.classes)
+    if same_classes and head_state and head_state.keys() == own_head.keys() and all(
         head_state[k].shape == own_head[k].shape for k in own_head
     ):
         model.head.load_state_dict(head_state)

@@ -438,6 +438,17 @@ def _build_model(stage: Mapping[str, Any], classes: Sequence[str] | None, datase
     return create_model(stage["model"], overrides=overrides or None)
 
 
+def init_source(source: str) -> Path:
+    """The folder or file a stage's ``init_from`` names when it is not an earlier stage: an existing
+    path, or a Hub model (``hf-hub:org/name[@revision]``, ``org/name``), fetched into the Hugging Face
+    cache (offline: from it) by :func:`asczoo.hub.files.resolve_files`."""
+    if Path(source).expanduser().exists():
+        return Path(source).expanduser()
+    from asczoo.hub.files import resolve_files
+
+    return resolve_files(source).weights.parent
+
+
 def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any], *, runtime: Any, run_dir: Path,
                root: Path, cache_dir: Path, data_cache: dict[str, Any], results: dict[str, StageResult],
                callbacks: Sequence[Any], say: Callable[[str], None]) -> StageResult:
@@ -470,9 +481,9 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
     if source is not None:
         from asczoo.models.factory import initialise_from
 
-        path = run_dir / source / "model" if source in results else Path(source)
+        path = run_dir / source / "model" if source in results else init_source(source)
         initialise_from(model, path)
-        say(f"{stage['name']}: {stage['model']} initialised from {path} through the inflator")
+        say(f"{stage['name']}: {stage['model']} initialised from {source if source in results else path}")
     if stage.get("distill"):  # knowledge distillation: teacher logits cached beside the feature cache
         from asczoo.training import distill
 
