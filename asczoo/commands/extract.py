@@ -56,15 +56,16 @@ def data_arguments(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--fold: expected a positive integer or 'none', got {args.fold!r}")
     from asczoo.data.datasets import dataset_defaults
 
-    # the dataset's own frontend settings (its sample rate, clip length, segments) unless a model is named
-    config: dict[str, Any] = {} if args.model else dataset_defaults(args.dataset)["frontend"]
+    options = parse_assignments(args.option, "--option")
+    # the dataset's own frontend settings (its sample rate, clip length, segments; the folder plugin's
+    # follow the recordings at ROOT) unless a model is named
+    config: dict[str, Any] = {} if args.model else dataset_defaults(args.dataset, args.root, **options)["frontend"]
     if args.model:
         from asczoo.models.factory import model_recipe
 
         config.update(model_recipe(args.model)["frontend"])
     config.update(parse_assignments(args.frontend, "--frontend"))
-    return {"fold": fold, "frontend": create_frontend(**config),
-            "options": parse_assignments(args.option, "--option")}
+    return {"fold": fold, "frontend": create_frontend(**config), "options": options}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

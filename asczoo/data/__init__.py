@@ -4,7 +4,8 @@ Dataset plugins: :class:`ClipDataset` (a labelled clip list served from audio or
 with listing and audio checks), the setup-file readers :func:`read_table`,
 :func:`read_labelled_table` (:func:`read_labelled_lines` with line numbers), :func:`read_setup_file`,
 :func:`find_setup_file`, the location-keeping split :func:`location_split` with :func:`location_of`,
-:func:`is_audio_file`, and the error types
+:func:`is_audio_file`, :func:`audio_info` (a file's header: rate, channels, frames; :class:`AudioError`
+when it cannot be read), and the error types
 :class:`DataError` (one message naming every bad input) and :class:`Problem` (one bad input).
 
 Synthetic-layout writers of dataset plugins: :func:`write_audio` (atomic WAV/FLAC) and
@@ -20,7 +21,7 @@ The host's own entry points are here too: :func:`create_dataset`, :func:`extract
 package (``asczoo.data.feature_cache``, ``asczoo.data._lookup``, ...) may change without notice.
 """
 
-from asczoo.data.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, is_audio_file, write_audio
+from asczoo.data.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioError, audio_info, is_audio_file, write_audio
 from asczoo.data.augment import check_batch, create_augmentation
 from asczoo.data.checks import DataError, Problem
 from asczoo.data.dataset_check import check_dataset
@@ -39,4 +40,5 @@ __all__ = [
     "location_split", "read_labelled_lines", "read_labelled_table", "read_setup_file", "read_table",
     "segment_starts", "write_audio",
     "dataset_defaults", "normalise_listed", "place_listed", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE",
+    "audio_info", "AudioError",
 ]

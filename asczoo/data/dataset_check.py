@@ -24,7 +24,8 @@ def check_dataset(
     **options: Any,
 ) -> Report:
     """Check the listing of every split and every listed audio file of dataset ``name`` at ``root``."""
-    fe = resolve_frontend(frontend if frontend is not None else (dataset_defaults(name)["frontend"] or None))
+    defaults = dataset_defaults(name, root, **options)  # the folder plugin's follow the recordings there
+    fe = resolve_frontend(frontend if frontend is not None else (defaults["frontend"] or None))
     report = Report()
     files: dict[str, str] = {}
     per_split: dict[str, list[str]] = {}
@@ -41,7 +42,8 @@ def check_dataset(
             files.setdefault(clip.file, clip.path)
     if "train" in per_split and "evaluate" in per_split:
         report.add(split_overlap(per_split["train"], per_split["evaluate"], source=f"fold {fold}"))
-    channels = dataset_defaults(name)["channels"] or 2  # a mono dataset's clips are not warned about
+    # a mono dataset's clips are not warned about, nor mono clips for a model made for mono recordings
+    channels = fe.config.get("channels", defaults["channels"] or 2)
     report.add(check_files(files, fe, workers=workers, progress=progress, channels=channels))
     report.files_checked = len(files) + len([p for p in report.problems if p.kind == "missing"])
     return report

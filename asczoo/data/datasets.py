@@ -52,7 +52,7 @@ def create_dataset(
     ``options`` go to the plugin (checked against its signature), e.g. ``skip_bad=True``.
     """
     if frontend is None:
-        frontend = dataset_defaults(name)["frontend"] or None
+        frontend = dataset_defaults(name, root, **options)["frontend"] or None
     fe = resolve_frontend(frontend)
     dataset = construct_dataset(name, root, split=split, fold=fold, frontend=fe, cache_dir=cache_dir, options=options)
     if cache_dir is not None and getattr(dataset, "needs_extraction", False):
@@ -65,21 +65,53 @@ def create_dataset(
     return dataset
 
 
-def dataset_defaults(name: str) -> dict[str, Any]:
+def dataset_defaults(name: str, root: str | os.PathLike | None = None, **options: Any) -> dict[str, Any]:
     """What a dataset plugin says about itself, from attributes of its factory (all optional):
 
     ``frontend``: ``frontend_defaults``, the frontend settings that suit its clips (sample rate, clip
     length, segment layout; the training loop merges them under a recipe's own, and a dataset built
-    without a frontend uses them); ``folds``: its official folds (``asczoo cv`` trains each); ``task``:
+    without a frontend uses them); with ``root``, a plugin whose clips are not known in advance (the
+    ``folder`` plugin) computes them from the data there by ``frontend_for(root, **options)``, which
+    may set ``channels`` too; ``folds``: its official folds (``asczoo cv`` trains each); ``task``:
     ``single-label`` or ``multi-label``; ``synthesize``: a writer of a small dataset in its layout
     (``asczoo synth --layout NAME``), or None; ``channels``: the channel count of its clips when they
     all have the same (``check-data`` warns about others), or None.
     """
     factory = plugins.get_part("dataset", name).factory
+    frontend = dict(getattr(factory, "frontend_defaults", None) or {})
+    channels = getattr(factory, "channels", None)
+    from_data = getattr(factory, "frontend_for", None)
+    if root is not None and callable(from_data):
+        found = dict(_frontend_for(from_data, os.fspath(root), options) or {})
+        frontend.update(found)
+        channels = found.get("channels", 2) if found else channels
     return {
-        "frontend": dict(getattr(factory, "frontend_defaults", None) or {}),
+        "frontend": frontend,
         "folds": tuple(getattr(factory, "folds", None) or ()),
         "task": str(getattr(factory, "task", None) or "single-label"),
         "synthesize": getattr(factory, "synthesize", None),
-        "channels": getattr(factory, "channels", None),
+        "channels": channels,
     }
+
+
+def _frontend_for(from_data: Any, root: str, options: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``from_data(root, **options)``, once per root, options and state of the root's listing (a
+    training run asks for each stage's frontend and model; reading every header each time is waste)."""
+    import json
+
+    try:
+        stamp = os.stat(root).st_mtime_ns
+    except OSError:
+        stamp = None
+    key = (id(from_data), root, json.dumps(dict(options), sort_keys=True, default=str), stamp)
+    if key not in _FRONTEND_FOR:
+        from asczoo.data.checks import DataError
+
+        try:
+            _FRONTEND_FOR[key] = from_data(root, **options)
+        except DataError:
+            return {}  # no dataset there (yet): the listing's own error comes when it is opened
+    return _FRONTEND_FOR[key]
+
+
+_FRONTEND_FOR: dict[tuple, Mapping[str, Any]] = {}

@@ -51,6 +51,8 @@ class LogMelGraph(nn.Module):
         if channels not in (1, 2):
             raise ValueError(f"channels must be 1 (mono, duplicated to both sides) or 2, got {channels}")
         self.channels = channels
+        #: a frontend made for mono recordings mixes stereo input to mono first (dcase-logmel's ``channels``)
+        self.mix_to_mono = int(config.get("channels", 2)) == 1
         self.sample_rate = int(config["sample_rate"])
         self.n_fft, self.hop = int(config["n_fft"]), int(config["hop_length"])
         self.samples = int(round(float(config["clip_seconds"]) * self.sample_rate))
@@ -75,7 +77,9 @@ class LogMelGraph(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         batch = waveform.shape[0]
-        x = waveform.expand(-1, 2, -1) if self.channels == 1 else waveform
+        if self.channels == 2 and self.mix_to_mono:
+            waveform = waveform.mean(dim=1, keepdim=True)
+        x = waveform.expand(-1, 2, -1) if self.channels == 1 or self.mix_to_mono else waveform
         three = torch.stack([x[:, 0], x[:, 1], x[:, 0] - x[:, 1]], dim=1).reshape(batch * 3, 1, self.samples)
         half = self.n_fft // 2
         three = nn.functional.pad(three, (half, half), mode="reflect" if self.pad_mode == "reflect" else "constant")

@@ -12,7 +12,7 @@ def merge(base: Any, override: Any, *, path: str = "") -> Any:
     """Deep-merge ``override`` into a copy of ``base``.
 
     Mappings merge key by key; a mapping merged into a list addresses its items by index (``"1"`` or
-    ``1``) or by their ``name``; any other value replaces (``None`` included: ``{"relation": None}``
+    ``1``), by their ``name``, or all of them (``"*"``); any other value replaces (``None`` included: ``{"relation": None}``
     drops a model's relation blocks). In ``optimizer`` and ``schedule`` sections another ``name``
     switches the kind (:data:`NAMED_SECTIONS`). ``path`` is the dotted key, for messages.
     """
@@ -28,8 +28,9 @@ def merge(base: Any, override: Any, *, path: str = "") -> Any:
     if isinstance(override, Mapping) and isinstance(base, list):
         out = copy.deepcopy(base)
         for key, value in override.items():
-            index = _list_index(out, key, path)
-            out[index] = merge(out[index], value, path=f"{path}.{key}")
+            # "*" addresses every item: stages.*.overrides.backbone.channels=[...] narrows every stage's model
+            for index in range(len(out)) if key == "*" else [_list_index(out, key, path)]:
+                out[index] = merge(out[index], value, path=f"{path}.{index if key == '*' else key}")
         return out
     return copy.deepcopy(override)
 

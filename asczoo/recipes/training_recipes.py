@@ -203,8 +203,11 @@ def validate_training_recipe(recipe: Mapping[str, Any], *, where: str, check_par
         raise RecipeError(f"{where}: expected a mapping of sections, got {type(recipe).__name__}")
     unknown = set(recipe) - RECIPE_KEYS
     if unknown:
+        hint = ("; a stage's model is stages.NAME.model=..., its parts stages.NAME.overrides.SECTION.KEY=VALUE "
+                "(every stage: stages.*.overrides.backbone.channels=[16,32,64,128])"
+                if unknown & {"model", "overrides", "backbone", "relation", "head", "frontend"} else "")
         raise RecipeError(f"{where}: unknown key(s) {', '.join(sorted(map(repr, unknown)))}; "
-                          f"expected some of {', '.join(sorted(RECIPE_KEYS - {'extends'}))}")
+                          f"expected some of {', '.join(sorted(RECIPE_KEYS - {'extends'}))}{hint}")
     out: dict[str, Any] = {k: copy.deepcopy(v) for k, v in recipe.items() if k in ("description", "paper", "notes")}
     out.setdefault("description", "")
     seed = recipe.get("seed", 0)

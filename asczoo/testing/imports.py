@@ -27,6 +27,7 @@ PUBLIC_API: dict[str, frozenset[str] | None] = {
         "location_of", "location_split", "read_labelled_lines", "read_labelled_table", "read_setup_file",
         "read_table", "segment_starts",
         "write_audio", "dataset_defaults", "normalise_listed", "place_listed", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE",
+        "audio_info", "AudioError",
     }),
     #: atomic file writes (checkpoints, caches, a synthetic layout's text files)
     "asczoo.atomic": frozenset({"atomic_write", "atomic_write_text", "atomic_save_safetensors"}),

@@ -336,13 +336,13 @@ def _synthesize(root: Path, options: Mapping[str, Any], runtime: Any, say: Calla
 
 # -- one stage --------------------------------------------------------------------------------------------------
 
-def _stage_frontend(stage: Mapping[str, Any], dataset: str) -> Any:
+def _stage_frontend(stage: Mapping[str, Any], dataset: str, root: Path | None = None, options: Mapping[str, Any] | None = None) -> Any:
     """The stage's frontend, from its model recipe with the dataset's defaults under the stage's own
     overrides (as :func:`_build_model` builds it), without building a model for it."""
     from asczoo.data.frontend import create_frontend
     from asczoo.recipes.model_recipes import model_recipe
 
-    overrides = _stage_overrides(stage, dataset)
+    overrides = _stage_overrides(stage, dataset, root, options)
     return create_frontend(**model_recipe(stage["model"], overrides=overrides or None)["frontend"])
 
 
@@ -396,14 +396,16 @@ def _stage_data(rec: Mapping[str, Any], frontend: Any, *, runtime: Any, root: Pa
     return entry
 
 
-def dataset_model_overrides(dataset: str, model: str) -> dict[str, Any]:
+def dataset_model_overrides(dataset: str, model: str, root: Path | None = None,
+                            options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What the dataset brings to a model before a stage's own overrides: its default frontend settings
     (when the model uses that frontend plugin; sample rate, clip length and segment layout that suit the
-    dataset's clips, so the saved config carries them) and, for a multi-label dataset, ``task``."""
+    dataset's clips, so the saved config carries them; for the ``folder`` plugin, computed from the
+    recordings at ``root``) and, for a multi-label dataset, ``task``."""
     from asczoo.data.datasets import dataset_defaults
     from asczoo.recipes.model_recipes import model_recipe
 
-    defaults = dataset_defaults(dataset)
+    defaults = dataset_defaults(dataset, root, **dict(options or {}))
     out: dict[str, Any] = {}
     frontend = dict(defaults["frontend"])
     if frontend and frontend.get("plugin") == model_recipe(model)["frontend"].get("plugin"):
@@ -413,14 +415,15 @@ def dataset_model_overrides(dataset: str, model: str) -> dict[str, Any]:
     return out
 
 
-def _stage_overrides(stage: Mapping[str, Any], dataset: str | None) -> dict[str, Any]:
+def _stage_overrides(stage: Mapping[str, Any], dataset: str | None, root: Path | None = None,
+                     options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The stage's model overrides over what the dataset brings; the model's task must be the dataset's."""
     from asczoo.data.datasets import dataset_defaults
     from asczoo.recipes.merge import deep_merge
 
     overrides = dict(stage["overrides"])
     if dataset is not None:
-        overrides = deep_merge(dataset_model_overrides(dataset, stage["model"]), overrides)
+        overrides = deep_merge(dataset_model_overrides(dataset, stage["model"], root, options), overrides)
         task = dataset_defaults(dataset)["task"]
         if overrides.get("task", "single-label") != task:
             raise RecipeError(f"stage {stage['name']!r}: the model's task is {overrides.get('task', 'single-label')!r} "
@@ -428,11 +431,12 @@ def _stage_overrides(stage: Mapping[str, Any], dataset: str | None) -> dict[str,
     return overrides
 
 
-def _build_model(stage: Mapping[str, Any], classes: Sequence[str] | None, dataset: str | None = None) -> Any:
+def _build_model(stage: Mapping[str, Any], classes: Sequence[str] | None, dataset: str | None = None,
+                 root: Path | None = None, options: Mapping[str, Any] | None = None) -> Any:
     from asczoo.models.factory import create_model
     from asczoo.recipes.merge import deep_merge
 
-    overrides = _stage_overrides(stage, dataset)
+    overrides = _stage_overrides(stage, dataset, root, options)
     if classes is not None:
         overrides = deep_merge(overrides, {"classes": list(classes), "num_classes": len(classes)})
     return create_model(stage["model"], overrides=overrides or None)
@@ -470,11 +474,12 @@ def _run_stage(name: str, rec: dict[str, Any], index: int, stage: dict[str, Any]
 
     # The frontend comes from the model's recipe, the classes from the data; then the model is built once.
     train_ds, eval_ds, train_features, eval_features = _stage_data(
-        rec, _stage_frontend(stage, rec["data"]["dataset"]), runtime=runtime, root=root, cache_dir=cache_dir, data_cache=data_cache, say=say)
+        rec, _stage_frontend(stage, rec["data"]["dataset"], root, rec["data"]["options"]), runtime=runtime, root=root,
+        cache_dir=cache_dir, data_cache=data_cache, say=say)
     from asczoo.training.engine import derive_seed, seed_everything
 
     seed_everything(derive_seed(rec["seed"], index, "init"))  # the initial weights depend on the seed alone
-    model = _build_model(stage, train_ds.classes, rec["data"]["dataset"])
+    model = _build_model(stage, train_ds.classes, rec["data"]["dataset"], root, rec["data"]["options"])
     mean, std = train_ds.normalization()
     model.set_normalization(mean, std)
     source = stage["init_from"]

@@ -23,13 +23,14 @@ File paths in ``dataset.files`` are as listed, relative to ``root``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from asczoo import hookimpl
 from asczoo.data import (
-    ClipDataset, DataError, Problem, find_setup_file, is_audio_file, location_of, location_split,
-    read_labelled_lines,
+    AudioError, ClipDataset, DataError, Problem, audio_info, find_setup_file, is_audio_file, location_of,
+    location_split, read_labelled_lines,
 )
 
 Split = Literal["train", "evaluate", "test", "all"]
@@ -241,6 +242,54 @@ def folder(
         identity={"fold": fold, "options": _options(evaluate_fraction, seed, labels=labels,
                                                     group_pattern=group_pattern, classes=classes)},
     )
+
+
+#: the paper's frontend at 48 kHz: 469 frames of a 10 s clip, segments of 80 of them
+_PAPER_FRAMES, _PAPER_SEGMENT_FRAMES = 469, 80
+
+
+def folder_frontend(root: str | Path, **options: Any) -> dict[str, Any]:
+    """The ``dcase-logmel`` settings that suit the recordings in a ``folder`` dataset, from their headers.
+
+    The sample rate and channel count most of the clips have, and the longest clip's length (shorter ones
+    are zero-padded, longer ones are not in a well-formed folder); an FFT of about 40 ms (the next power
+    of two: 2048 at 44.1-48 kHz, 1024 at 16-24 kHz), a hop of half of it, shortened (down to an eighth)
+    until a clip has at least 160 frames, 128 mel bands from an FFT of 2048 (64 below), and 8 segments
+    that keep the paper's proportion of 80 of 469 frames. Unreadable files are left out here
+    (``check-data`` names them); with none readable the plugin's defaults stand ({}).
+    """
+    from collections import Counter
+
+    listing = folder(root, split="all", **{k: v for k, v in options.items() if k in ("labels", "classes")})
+    infos = []
+    for clip in listing.entries:
+        try:
+            infos.append(audio_info(clip.path))
+        except AudioError:
+            continue
+    if not infos:
+        return {}
+    rates = Counter(info.sample_rate for info in infos)
+    rate = max(rates, key=lambda r: (rates[r], r))
+    channels = Counter(min(info.channels, 2) for info in infos)
+    mono = channels[1] > channels[2]
+    longest = max(info.frames * rate / info.sample_rate for info in infos)
+    clip_seconds = min(max(round(longest / rate, 6), 0.1), 600.0)
+    n_fft = 1 << max(6, math.ceil(math.log2(0.04 * rate)))
+    hop = n_fft // 2
+    while hop > n_fft // 8 and 1 + int(round(clip_seconds * rate)) // hop < 160:
+        hop //= 2
+    frames = 1 + int(round(clip_seconds * rate)) // hop
+    segment_frames = max(4, min(_PAPER_SEGMENT_FRAMES, round(frames * _PAPER_SEGMENT_FRAMES / _PAPER_FRAMES)))
+    config = {"plugin": "dcase-logmel", "sample_rate": rate, "n_fft": n_fft, "hop_length": hop,
+              "n_mels": 128 if n_fft >= 2048 else 64, "segments": 8, "segment_frames": min(segment_frames, frames),
+              "clip_seconds": clip_seconds}
+    if mono:
+        config["channels"] = 1
+    return config
+
+
+folder.frontend_for = folder_frontend
 
 
 @hookimpl

@@ -9,7 +9,9 @@ At the defaults a 10 s, 48 kHz clip has 469 frames and becomes ``(8, 3, 128, 80)
 Input choices, all deliberate:
 
 * mono input is duplicated to both sides (the difference channel is then zero); more than two channels
-  is an error, since it is not clear which pair is the binaural one;
+  is an error, since it is not clear which pair is the binaural one; ``channels=1`` declares a model
+  made for mono recordings (the ``folder`` dataset sets it from the data): stereo input is then mixed
+  to mono first, as its training clips were;
 * other sample rates are resampled to ``sample_rate`` (``asczoo.dsp.resample``, torchaudio's, sinc
   interpolation) before anything else;
 * clips shorter than ``clip_seconds`` are zero-padded at the end, so every segment exists and the hop
@@ -90,6 +92,7 @@ class DcaseLogMel(Frontend):
         log_offset: float,
         long_clips: str,
         pad_mode: str,
+        channels: int = 2,
     ) -> None:
         # Bounds first: a config.json from anywhere builds a frontend, and window, filter bank and clip
         # buffers are allocated from these numbers (n_fft 2**31 is an 8 GB window).
@@ -109,6 +112,10 @@ class DcaseLogMel(Frontend):
                  f"0 <= f_min < f_max <= sample_rate / 2 = {nyquist}")
         _require(long_clips in ("segment", "crop"), "long_clips", long_clips, "'segment' or 'crop'")
         _require(pad_mode in ("reflect", "constant"), "pad_mode", pad_mode, "'reflect' or 'constant'")
+        _require(channels in (1, 2), "channels", channels, "1 (mono recordings) or 2 (stereo)")
+        #: the recordings' channel count the model was made for: with 1, stereo input is mixed to mono
+        #: first, so a model trained on mono clips never sees a left-right difference it did not learn
+        self.channels = int(channels)
         self.sample_rate = int(sample_rate)
         self.n_fft, self.hop_length, self.n_mels = int(n_fft), int(hop_length), int(n_mels)
         self.segments, self.segment_frames = int(segments), int(segment_frames)
@@ -125,6 +132,8 @@ class DcaseLogMel(Frontend):
             "segment_frames": self.segment_frames, "clip_seconds": float(clip_seconds),
             "log_offset": self.log_offset, "long_clips": long_clips, "pad_mode": pad_mode,
         }
+        if self.channels != 2:  # stored only when set, so the configs (and caches) of stereo models stay as they were
+            self.config["channels"] = self.channels
         self.output_shape = (self.segments, 3, self.n_mels, self.segment_frames)
         # (n_freqs, n_mels), HTK scale, no area normalisation: librosa's htk=True, norm=None
         self._fbank = dsp.melscale_fbanks(
@@ -379,6 +388,9 @@ class DcaseLogMel(Frontend):
             x = x.to(torch.float32) / 2147483648.0
         x = x.to(torch.float32)
         channels = x.shape[1]
+        if channels == 2 and self.channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+            channels = 1
         if channels == 1:
             x = x.expand(-1, 2, -1)
         elif channels != 2:
@@ -494,12 +506,13 @@ def dcase_logmel(
     log_offset: float = 1e-8,
     long_clips: Literal["segment", "crop"] = "segment",
     pad_mode: Literal["reflect", "constant"] = "reflect",
+    channels: int = 2,
 ) -> DcaseLogMel:
     """Three-channel (L, R, L-R) HTK log-mel segments of the ATReSN-Net paper (docs/method.md section 2)."""
     return DcaseLogMel(
         sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, f_min=f_min,
         f_max=f_max, segments=segments, segment_frames=segment_frames, clip_seconds=clip_seconds,
-        log_offset=log_offset, long_clips=long_clips, pad_mode=pad_mode,
+        log_offset=log_offset, long_clips=long_clips, pad_mode=pad_mode, channels=channels,
     )
 
 
