@@ -93,3 +93,12 @@ def test_set_names_the_keys_that_change_a_model(capsys):
     assert main(["train", "quickstart", "--show", "--set", "model.overrides.backbone.channels=[8,16,32,64]"]) == 2
     err = capsys.readouterr().err
     assert "unknown key(s) 'model'" in err and "stages.*.overrides.backbone.channels" in err
+
+
+def test_a_synthesising_recipe_pointed_at_ones_recordings_says_what_trains_on_them(mono_22k, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "quickstart", "--data", str(mono_22k), "--out", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "synthesises its data" in err and "asczoo train folder-atresn-net --data" in err
+    assert not (run / "recipe.yaml").exists()  # refused before the run was started: no --resume needed next
+    assert sorted(p.name for p in mono_22k.iterdir()) == ["birds", "dog", "rain", "siren"]

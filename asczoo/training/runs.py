@@ -241,6 +241,8 @@ def _run_locked(name: str, rec: dict[str, Any], runtime: Any, run_dir: Path, *, 
         raise RecipeError(f"{run_dir}: the run was trained on the data at {saved['data_root']}, not {root}; resume "
                           "it with that --data, or pass --allow-data-change (allow_data_change=True) if the same "
                           "dataset has moved")
+    if rec["data"]["synth"] is not None and data is not None:  # (RUN/data is the recipe's own)
+        _refuse_foreign_synth_target(root)
     cache_dir = Path(rec["data"]["cache"]).expanduser() if rec["data"]["cache"] else None
     if cache_dir is None:
         from asczoo.data.feature_cache import default_cache_dir
@@ -304,6 +306,19 @@ def _check_same_recipe(saved: Mapping[str, Any], current: Mapping[str, Any], run
         details = "; ".join(f"{k}: {a.get(k)!r} in the run, {b.get(k)!r} now" for k in changed[:8])
         raise RecipeError(f"{run_dir}: the run was started with another recipe ({details}); resume it with the "
                           "same recipe and overrides (engine.* may change), or start a new run with another --out")
+
+
+def _refuse_foreign_synth_target(root: Path) -> None:
+    """A recipe that synthesises its data, pointed at a folder of the user's own recordings: say what
+    trains on them, before the run directory is started (synthesis would refuse the folder anyway)."""
+    if (root / "synth.json").is_file() or (root / "meta.csv").is_file() or (root / "evaluation_setup").is_dir():
+        return
+    if root.is_dir() and any(not p.name.startswith(".") for p in root.iterdir()):
+        raise RecipeError(
+            f"{root} holds files of its own, and this training recipe synthesises its data (data.synth); to train "
+            f"on the recordings there: `asczoo train folder-atresn-net --data {root}` (class sub-folders or a "
+            f"labels table), or `asczoo finetune MODEL --data {root}`; this recipe's stages on them: --set "
+            "data.synth=null --set data.dataset=folder")
 
 
 def _synthesize(root: Path, options: Mapping[str, Any], runtime: Any, say: Callable[[str], None]) -> None:
