@@ -60,8 +60,8 @@ def _strip_comment(line: str) -> str:
 
 def variants(command: str, tmp: Path) -> list[list[str]]:
     """argv lists of a README command with its placeholders filled in."""
-    optional = re.findall(r"\[([^\]]+)\]", command)
-    base = re.sub(r"\s*\[[^\]]+\]", "", command)
+    optional = re.findall(r"(?<!=)\[([^\]]+)\]", command)  # (key=[1,2]: a YAML list, not an optional part)
+    base = re.sub(r"\s*(?<!=)\[[^\]]+\]", "", command)
     texts = [base] + [f"{base} {opt}" for opt in optional]
     out = []
     for text in texts:
