@@ -141,3 +141,20 @@ def test_long_recording_benchmark_writes_its_wav_in_blocks(tmp_path):
     size = write_long_wav(tmp_path / "x.wav", 0.05, block_seconds=1)  # 3 s in 1 s blocks
     info = sf.info(str(tmp_path / "x.wav"))
     assert (info.frames, info.samplerate, info.channels) == (144000, 48000, 2) and size > 4 * 144000
+
+
+def test_predict_throughput_benchmark_times_predict_and_the_bare_forward(capsys):
+    from benchmarks.predict_throughput import main
+
+    out = main(["--quick", "--model", "resnet18-3d", "--clips", "3", "--batch", "2", "--threads", "1"])
+    assert 0 < out["predict_ratio"]
+    result = common.parse_result(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["clips"] == "3" and float(result["predict_clips_per_s"]) > 0
+
+
+def test_models_benchmark_reports_the_latency_ratio(capsys):
+    from benchmarks.models import main
+
+    got = main(["--quick", "--tiny", "--threads", "1", "--only", "atresn-net-resnet18"])
+    result = common.parse_result(capsys.readouterr().out.strip().splitlines()[-1])
+    assert float(result["latency_ratio"]) == pytest.approx(got["latency_ratio"], rel=1e-3)
