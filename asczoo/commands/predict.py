@@ -33,6 +33,10 @@ def add_arguments(parser) -> None:
                         help="one recording: draw the probabilities over time with label bands (needs matplotlib)")
     parser.add_argument("--smooth", type=int, default=1, metavar="N",
                         help="timeline: median of each class's probability over N windows (odd; default 1: none)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="what runs the network: torch (default) or onnxruntime on the CPU (the model is exported "
+                             "and verified first, 15-40 s; faster for the plain models on many clips, not for "
+                             "ATReSN-Net: see asczoo/deploy/onnx_runtime.py)")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of MODEL")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -58,7 +62,13 @@ def run(args) -> int:
     if (args.timeline or args.timeline_plot) and len(files) != 1:
         raise ValueError(f"--timeline and --timeline-plot follow one recording; PATH gave {len(files)} files: "
                          "name one audio file")
-    model = load_model(args.model, revision=args.revision, device=device)
+    if args.backend == "onnxruntime" and args.device not in (None, "cpu"):
+        raise ValueError(f"--backend onnxruntime runs on the CPU; leave out --device {args.device} or use --backend torch")
+    model = load_model(args.model, revision=args.revision, device="cpu" if args.backend == "onnxruntime" else device)
+    if args.backend == "onnxruntime":
+        from asczoo.deploy.onnx_runtime import onnx_runtime_model
+
+        model = onnx_runtime_model(model, say=lambda line: print(f"asczoo predict: {line}", file=sys.stderr))
     multi_label = getattr(model, "task", "single-label") == "multi-label"
     if multi_label and args.dcase_output:
         raise ValueError(f"--dcase-output is the scene-classification output (one scene per file); "
