@@ -30,12 +30,9 @@ def run(args: argparse.Namespace) -> int:
         import yaml
 
         from asczoo.recipes import training_recipes
-        from asczoo.recipes.merge import merge
-        from asczoo.recipes.overrides import parse_overrides
-        from asczoo.training.finetuning import RECIPE, parent_overrides
+        from asczoo.training.finetuning import RECIPE, finetune_overrides
 
-        merged = merge(parent_overrides(args.model, revision=args.revision, dataset=args.dataset),
-                       parse_overrides(overrides))
+        merged = finetune_overrides(args.model, revision=args.revision, dataset=args.dataset, overrides=overrides)
         name, recipe = training_recipes.load(RECIPE, merged)
         print(yaml.safe_dump({name: recipe}, sort_keys=False).rstrip())
         return 0

@@ -95,23 +95,11 @@ def dataset_defaults(name: str, root: str | os.PathLike | None = None, **options
 
 
 def _frontend_for(from_data: Any, root: str, options: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``from_data(root, **options)``, once per root, options and state of the root's listing (a
-    training run asks for each stage's frontend and model; reading every header each time is waste)."""
-    import json
+    """``from_data(root, **options)``; nothing when there is no dataset at ``root`` (yet): the listing's
+    own error comes when the dataset is opened."""
+    from asczoo.data.checks import DataError
 
     try:
-        stamp = os.stat(root).st_mtime_ns
-    except OSError:
-        stamp = None
-    key = (id(from_data), root, json.dumps(dict(options), sort_keys=True, default=str), stamp)
-    if key not in _FRONTEND_FOR:
-        from asczoo.data.checks import DataError
-
-        try:
-            _FRONTEND_FOR[key] = from_data(root, **options)
-        except DataError:
-            return {}  # no dataset there (yet): the listing's own error comes when it is opened
-    return _FRONTEND_FOR[key]
-
-
-_FRONTEND_FOR: dict[tuple, Mapping[str, Any]] = {}
+        return from_data(root, **options)
+    except DataError:
+        return {}

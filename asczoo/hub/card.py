@@ -226,7 +226,7 @@ def _training_section(training: Any) -> str:
         return "## Training\n\nTraining details were not recorded with these weights.\n"
     source = training.get("init_from") if isinstance(training, Mapping) else None
     parent = ""
-    if isinstance(source, str) and source != training.get("stage") and "/" in source:
+    if isinstance(source, str) and "/" in source:  # a folder or a Hub id, not an earlier stage's name
         parent = f"Fine-tuned from `{source}` (a new head for the classes above; the parent's backbone first).\n\n"
     return (
         "## Training\n\n" + parent +

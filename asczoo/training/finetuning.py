@@ -68,6 +68,20 @@ def parent_overrides(model: str | os.PathLike, *, revision: str | None = None, d
     return out
 
 
+def finetune_overrides(model: str | os.PathLike, *, revision: str | None = None, dataset: str | None = None,
+                       overrides: Mapping[str, Any] | Sequence[str] | None = None) -> dict[str, Any]:
+    """What :func:`finetune` merges into the ``finetune`` recipe: :func:`parent_overrides`, then the
+    user's ``--set`` strings or nested mapping over them."""
+    from asczoo.recipes.merge import merge
+    from asczoo.recipes.overrides import parse_overrides
+
+    merged = parent_overrides(model, revision=revision, dataset=dataset)
+    if overrides:
+        user = parse_overrides(list(overrides)) if isinstance(overrides, (list, tuple)) else dict(overrides)
+        merged = merge(merged, user)
+    return merged
+
+
 def finetune(
     model: str | os.PathLike,
     *,
@@ -91,12 +105,7 @@ def finetune(
         resume: continue the run in ``out``.
         train_options: passed on to :func:`asczoo.training.runs.train` (``callbacks``, ``log``, ...).
     """
-    from asczoo.recipes.merge import merge
-    from asczoo.recipes.overrides import parse_overrides
     from asczoo.training.runs import train
 
-    merged = parent_overrides(model, revision=revision, dataset=dataset)
-    if overrides:
-        user = parse_overrides(list(overrides)) if isinstance(overrides, (list, tuple)) else dict(overrides)
-        merged = merge(merged, user)
+    merged = finetune_overrides(model, revision=revision, dataset=dataset, overrides=overrides)
     return train(RECIPE, data=data, out=out, resume=resume, overrides=merged, **train_options)
