@@ -1,5 +1,5 @@
 """Classifying recordings: :func:`predict` for one recording, :func:`timeline` for its windows one by
-one, :func:`predict_files` for many.
+one (:func:`predict_timeline`: both from one pass), :func:`predict_files` for many.
 
 Every recording goes through the model's own frontend (``model.frontend_config``), so any sample
 rate and mono or stereo input works. A recording longer than the model's clip is cut into clip-long
@@ -174,14 +174,33 @@ def timeline(
     are the classes at or above ``threshold`` (``asczoo predict --threshold``). Arguments otherwise as
     for :func:`predict`.
     """
+    return predict_timeline(model, path_or_waveform, sample_rate, hop_seconds=hop_seconds, smooth=smooth,
+                            threshold=threshold, batch_size=batch_size, progress=progress)[1]
+
+
+def predict_timeline(
+    model,
+    path_or_waveform: str | os.PathLike | torch.Tensor | Any,
+    sample_rate: int | None = None,
+    *,
+    hop_seconds: float | None = None,
+    smooth: int = 1,
+    threshold: float = 0.5,
+    batch_size: int = 16,
+    progress: bool | None = False,
+) -> tuple[Prediction, list[TimelineRow]]:
+    """:func:`predict` and :func:`timeline` of one recording from one pass over it: the averaged
+    prediction (of the unsmoothed windows, as :func:`predict` gives) and the rows (``smooth`` applies to
+    them only). What ``asczoo demo`` shows."""
     check_smooth(smooth)
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"timeline: threshold must be between 0 and 1, got {threshold}")
     starts, ends, probabilities = _window_rows(model, path_or_waveform, sample_rate, hop_seconds=hop_seconds,
                                                batch_size=batch_size, progress=progress)
     multi_label = getattr(model, "task", "single-label") == "multi-label"
-    return timeline_rows(model.classes, starts, ends, probabilities, smooth=smooth,
+    rows = timeline_rows(model.classes, starts, ends, probabilities, smooth=smooth,
                          threshold=threshold if multi_label else None)
+    return _prediction(model.classes, probabilities.mean(0)), rows
 
 
 def check_smooth(smooth: int) -> int:

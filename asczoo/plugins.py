@@ -73,6 +73,8 @@ class PluginRecord:
     error: str = ""
     parts: list[str] = dataclasses.field(default_factory=list)
     version: str = ""
+    #: the installed distribution (pip package) the entry point came from; "" for in-process plugins
+    distribution: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +145,8 @@ class PluginHost:
             except _ISOLATED as exc:  # any import failure, sys.exit() and KeyboardInterrupt included
                 self._fail(ep.name, source, exc, version=version)
                 continue
-            self.add_plugin(plugin, ep.name, source=source, version=version)
+            if self.add_plugin(plugin, ep.name, source=source, version=version) and ep.dist is not None:
+                self.records[ep.name].distribution = ep.dist.name
 
     def add_plugin(self, plugin: Any, name: str, *, source: str = "in-process", version: str = "") -> bool:
         """Register one plugin object and collect its parts; returns False if it failed.
@@ -337,3 +340,12 @@ def list_parts(kind: str) -> list[str]:
 def plugin_records() -> list[PluginRecord]:
     """What happened to every plugin, loaded or not."""
     return sorted(host().records.values(), key=lambda r: r.name)
+
+
+def part_distribution(kind: str, name: str) -> tuple[str, str] | None:
+    """The installed distribution and version that registered part ``kind``/``name`` (what ``pip
+    install`` brings it back with), or None for a part registered in-process."""
+    record = host().records.get(get_part(kind, name).owner)
+    if record is None or not record.distribution:
+        return None
+    return record.distribution, record.version

@@ -70,7 +70,7 @@ def test_pyproject_lock_and_readme_agree():
                 if "==" in line and not line.startswith("#"))
     assert lock["torch"].split("+")[0] == environment.TESTED_TORCH[0]
     assert lock["torchaudio"].split("+")[0] == "2.11.0"  # the one that loads beside torch 2.11.0
-    for extra in ("test", "hear"):
+    for extra in ("test", "hear", "demo"):
         for requirement in project["optional-dependencies"][extra]:
             name = re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
             assert any(k.lower().replace("_", "-") == name for k in lock), f"{name} is not in the lock"

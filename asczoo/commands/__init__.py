@@ -6,12 +6,12 @@ module here, listed in :data:`MODULES` (``tests/test_cli.py`` checks that none i
 """
 
 from asczoo.commands import (
-    check_data, complexity, cv, doctor, eval, explain, export, extract, finetune, info, list, new_plugin, package,
+    check_data, complexity, cv, demo, doctor, eval, explain, export, extract, finetune, info, list, new_plugin, package,
     plugins, predict, publish, quantize, quickstart, synth, train,
 )
 
 #: the command modules, in the order ``asczoo --help`` lists them
 MODULES = (
-    check_data, complexity, cv, doctor, eval, explain, export, extract, finetune, info, list, new_plugin, package,
+    check_data, complexity, cv, demo, doctor, eval, explain, export, extract, finetune, info, list, new_plugin, package,
     plugins, predict, publish, quantize, quickstart, synth, train,
 )

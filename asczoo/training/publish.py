@@ -13,6 +13,7 @@ from asczoo.hub.files import (
     CARD_NAME, CONFIG_NAME, CONFUSION_NAME, PICKLE_SUFFIXES, REPORT_NAME, WEIGHTS_NAME, check_own_file,
     publishable_files, push_to_hub, save_pretrained,
 )
+from asczoo.names import REPO_ID_RE
 from asczoo.models.pretrained import load_pretrained
 
 
@@ -82,22 +83,45 @@ def publish_run(
     token: str | bool | None = None,
     license: str | None = None,
     dry_run_dir: str | os.PathLike | None = None,
+    space_id: str | None = None,
 ):
     """Publish a training run's model: reload it strictly, write the card from the run's report, and
     upload weights, config, card and confusion matrix in one commit.
 
-    With ``dry_run_dir``, the folder that would be uploaded is written there and nothing is uploaded;
-    returns that folder's file names. Otherwise returns the ``CommitInfo``.
+    With ``space_id`` (``org/name``), also the Gradio Space that serves the model's demo page
+    (:mod:`asczoo.hub.space`), pinned to the commit just made. With ``dry_run_dir``, the folder that
+    would be uploaded is written there (the Space's files in its ``space/`` folder) and nothing is
+    uploaded; returns that folder's file names. Otherwise returns the model's ``CommitInfo``.
     """
+    from asczoo.hub import space
+
     run = find_run_files(run_dir)
     model, config = load_pretrained(run.model_dir)
     save_kwargs = dict(
         report=run.report, confusion_matrix=run.confusion_matrix, training=config.get("training"), license=license,
     )
+    if space_id is not None and not REPO_ID_RE.match(space_id):  # before anything is uploaded
+        raise ValueError(f"--space {space_id!r}: expected a Space id 'org/name'")
+    requirements = space.plugin_requirements(config) if space_id is not None else []
+
+    def space_files(pinned: str | None) -> dict[str, str]:
+        return space.space_files(repo_id, revision=pinned, title=model.name, requirements=requirements,
+                                 license=license)
+
     if dry_run_dir is not None:
         save_pretrained(model, dry_run_dir, repo_id=repo_id, **save_kwargs)
-        return publishable_files(dry_run_dir)
-    return push_to_hub(
+        names = publishable_files(dry_run_dir)
+        if space_id is not None:
+            names += [f"space/{n}" for n in space.write_space(Path(dry_run_dir) / "space", space_files(revision))]
+        return names
+    commit = push_to_hub(
         model, repo_id, private=private, revision=revision, commit_message=commit_message, token=token,
         **save_kwargs,
     )
+    if space_id is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="asczoo-space-") as tmp:
+            space.write_space(tmp, space_files(getattr(commit, "oid", None) or revision))
+            commit.space_commit = space.upload_space(space_id, tmp, private=private, token=token)
+    return commit
