@@ -77,11 +77,29 @@ def test_compiled_knn_with_a_dynamic_batch_equals_eager():
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     compiled = torch.compile(lambda x: semantic_knn(x, 4, segment_size=128))
+    generator = torch.Generator().manual_seed(0)
     for batch in (2, 3, 7):
-        points = torch.randn(batch, 4096, 16)
+        points = torch.randn(batch, 4096, 16, generator=generator)
         torch._dynamo.mark_dynamic(points, 0)
-        assert torch.equal(compiled(points), semantic_knn(points, 4, segment_size=128))
+        same_neighbours(compiled(points), semantic_knn(points, 4, segment_size=128), points)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def same_neighbours(got: torch.Tensor, want: torch.Tensor, points: torch.Tensor) -> None:
+    """The same neighbour indices, except in rows where two candidates lie at the same float32 distance:
+    there the compiled graph's float32 rounding may pick the other one (about one row in 20,000 of
+    random points; seen at 9.4877847 against 9.4877851). Such rows must hold neighbours at the same
+    distances, computed here in float64."""
+    rows = (got != want).any(-1)
+    assert rows.float().mean() < 1e-3, f"{int(rows.sum())} of {rows.numel()} rows have other neighbours"
+    if rows.any():
+        p = points.double()
+
+        def distances(index: torch.Tensor) -> torch.Tensor:
+            chosen = torch.gather(p, 1, index.flatten(1)[..., None].expand(-1, -1, p.shape[-1])).view(*index.shape, -1)
+            return (chosen - p[:, :, None]).pow(2).sum(-1)[rows]
+
+        torch.testing.assert_close(distances(got), distances(want), rtol=1e-6, atol=1e-6)
 
 
 def _model(name: str, *, full_input: bool = False) -> torch.nn.Module:
