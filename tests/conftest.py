@@ -52,8 +52,22 @@ def hf_cache(tmp_path, monkeypatch):
     return cache
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected theirs
 def pytest_collection_modifyitems(config, items):
     """The ``slow`` tests first: pytest-xdist hands each worker a share of the collection and idle workers
     take from the others' queues, so the few tests of half a minute or more, started first, no longer
-    leave one core running the last of them while the other waits (CI on 2 cores)."""
+    leave one core running the last of them while the other waits (CI on 2 cores).
+
+    A test marked ``superseded_by(NAME)`` is skipped when the test NAME of its module with the same
+    parameters runs in this session too, as a stricter check of the same thing: a quick test stands for
+    a slow one while one works with ``-m 'not slow'``, and is not run twice when CI runs both."""
+    selected = {(item.module.__name__, item.originalname, item.callspec.id if hasattr(item, "callspec") else "")
+                for item in items if isinstance(item, pytest.Function)}
+    for item in items:
+        marker = item.get_closest_marker("superseded_by")
+        if marker is None or not isinstance(item, pytest.Function):
+            continue
+        key = (item.module.__name__, marker.args[0], item.callspec.id if hasattr(item, "callspec") else "")
+        if key in selected:
+            item.add_marker(pytest.mark.skip(reason=f"{marker.args[0]}[{key[2]}] runs in this session"))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
