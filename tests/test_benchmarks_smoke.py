@@ -158,3 +158,15 @@ def test_models_benchmark_reports_the_latency_ratio(capsys):
     got = main(["--quick", "--tiny", "--threads", "1", "--only", "atresn-net-resnet18"])
     result = common.parse_result(capsys.readouterr().out.strip().splitlines()[-1])
     assert float(result["latency_ratio"]) == pytest.approx(got["latency_ratio"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_demo_response_benchmark_times_the_page_and_the_work_behind_it(capsys):
+    pytest.importorskip("gradio_client", reason="the demo extra: pip install -e '.[demo]'")
+    from benchmarks.demo_response import main
+
+    out = main(["--quick", "--tiny", "--threads", "1", "--seconds", "3"])
+    result = common.parse_result(capsys.readouterr().out.strip().splitlines()[-1])
+    assert float(result["page_s"]) == pytest.approx(out["page_s"], rel=1e-3)
+    assert min(out["page_s"], out["classify_s"], out["predict_s"]) > 0
+    assert float(result["page_over_classify"]) == pytest.approx(out["page_s"] / out["classify_s"], rel=1e-3)

@@ -144,6 +144,23 @@ def test_demo_model_shows_what_predict_and_explain_give(saved, tmp_path):
     assert len(list((tmp_path / "plain").iterdir())) == DemoModel.KEEP
 
 
+def test_a_multi_label_model_shows_every_class_at_or_above_the_threshold(saved, tmp_path):
+    from asczoo.deploy.demo import DemoModel
+    from asczoo.inference import labels_above
+    from asczoo.testing import TINY_OVERRIDES
+
+    model = asczoo.create_model("atresn-net-resnet18", overrides={
+        **TINY_OVERRIDES, "classes": ["birds", "rain", "traffic"], "num_classes": 3, "task": "multi-label"})
+    want = model.eval().predict(saved["long"])
+    threshold = sorted(want.probabilities.values())[1]  # two of the three classes reach it
+    result = DemoModel(model, threshold=threshold, workdir=tmp_path).classify(saved["long"])
+    found = labels_above(want, threshold)
+    assert len(found) == 2 and result.summary == ", ".join(f"{c} ({p:.2f})" for c, p in found)
+    with open(result.timeline_csv, newline="") as f:
+        assert next(csv.reader(f))[2] == "labels"  # the multi-label timeline's column
+    assert "multi-label" in DemoModel(model, workdir=tmp_path / "d").description
+
+
 def test_demo_refuses_bad_input_with_a_clear_message(saved, tmp_path, monkeypatch, capsys):
     from asczoo.cli import main
     from asczoo.data import AudioError
