@@ -183,9 +183,11 @@ def test_the_page_in_a_real_browser_shows_the_predicted_label(saved, page_url):
     executable = chromium()
     model, want = expected(saved, "clip")
     with playwright.sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        # Chromium's fake microphone (a beep) and no permission prompt: the page's record path
+        browser = p.chromium.launch(executable_path=executable, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"])
         try:
-            page = browser.new_page()
+            page = browser.new_context(permissions=["microphone"]).new_page()
             page.goto(page_url)
             upload = page.locator("input[type=file]").first
             upload.wait_for(state="attached", timeout=60_000)
@@ -206,6 +208,19 @@ def test_the_page_in_a_real_browser_shows_the_predicted_label(saved, page_url):
             label = model.predict(saved["long"]).label
             assert shown.inner_text().strip().startswith(f"Predicted: {label} (")
             page.locator("img[src*='timeline']").wait_for(timeout=30_000)  # the timeline appears for 4 windows
+
+            before = shown.inner_text()
+            page.get_by_label("Clear").first.click()  # a recorded clip: about 3 s from the fake microphone
+            page.get_by_label("Record audio").first.click()
+            page.get_by_role("button", name="Record", exact=True).click()
+            page.wait_for_timeout(3000)
+            page.get_by_role("button", name="Stop", exact=True).first.click()
+            page.wait_for_function(  # while it works the element shows Gradio's timer ("0.0s") instead
+                "before => { const t = document.querySelector('#asczoo-prediction').innerText.trim();"
+                " return t !== before.trim() && t.startsWith('Predicted:'); }", arg=before, timeout=60_000)
+            recorded = shown.inner_text().strip()  # e.g. "Predicted: park (0.61) over 2 windows (3.1 s)"
+            assert recorded.startswith("Predicted: ") and recorded.split()[1] in model.classes, recorded
+            assert 2.5 < float(recorded.rsplit("(", 1)[1].split()[0]) < 10, recorded  # the recording's length
         finally:
             browser.close()
 
