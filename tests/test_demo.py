@@ -9,6 +9,7 @@ which makes them fail instead.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import socket
@@ -282,6 +283,28 @@ def test_publish_space_uploads_a_space_pinned_to_the_model_commit(saved, tmp_pat
     calls.clear()
     assert main(["publish", str(saved["model"]), "--repo", "org/tiny", "--space", "not a space"]) == 2
     assert calls == [] and "expected a Space id 'org/name'" in capsys.readouterr().err
+
+
+def test_the_space_installs_asczoo_as_this_copy_was_installed(monkeypatch):
+    from importlib import metadata
+
+    from asczoo.hub import space
+    from asczoo.version import __version__
+
+    def installed(direct_url):
+        class Dist:
+            def read_text(self, name):
+                return json.dumps(direct_url) if name == "direct_url.json" and direct_url else None
+        monkeypatch.setattr(metadata, "distributions", lambda name: [Dist()])
+
+    installed({"url": "https://github.com/org/asczoo", "vcs_info": {"vcs": "git", "commit_id": "abc123"}})
+    assert space.asczoo_requirement() == "asczoo[demo] @ git+https://github.com/org/asczoo@abc123"
+    installed(None)  # from the package index: a wheel in site-packages
+    monkeypatch.setattr(space, "__file__", "/usr/lib/python3/site-packages/asczoo/hub/space.py")
+    assert space.asczoo_requirement() == f"asczoo[demo]=={__version__}"
+    installed({"url": "file:///home/me/asczoo", "dir_info": {"editable": True}})
+    with pytest.warns(UserWarning, match="which a Space cannot reach"):
+        assert space.asczoo_requirement() == f"asczoo[demo]=={__version__}"
 
 
 def test_the_space_names_third_party_plugins_in_its_requirements(tmp_path):

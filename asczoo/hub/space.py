@@ -35,17 +35,28 @@ def default_space_id(repo_id: str) -> str:
 
 def asczoo_requirement() -> str:
     """asczoo with the ``demo`` extra as pip can install it elsewhere: ``asczoo[demo] @ git+URL@commit``
-    when this copy was installed from a VCS URL, else the release ``asczoo[demo]==VERSION``."""
-    try:
-        direct = metadata.distribution("asczoo").read_text("direct_url.json")
-    except metadata.PackageNotFoundError:
-        direct = None
+    when this copy was installed from a VCS URL, else the release ``asczoo[demo]==VERSION``. For a copy
+    installed from a local folder (``pip install -e .``), which a Space cannot reach, it warns that the
+    Space will install that release from the index."""
+    import warnings
+
+    # every copy pip knows (a source folder's own asczoo.egg-info can shadow the installed record)
+    direct = next((d.read_text("direct_url.json") for d in metadata.distributions(name="asczoo")
+                   if d.read_text("direct_url.json")), None)
     info = json.loads(direct) if direct else {}
+    if not info and not any(part in ("site-packages", "dist-packages") for part in Path(__file__).parts):
+        info = {"url": Path(__file__).resolve().parents[2].as_uri()}  # imported from a source folder
     vcs = info.get("vcs_info") or {}
     if vcs.get("vcs") == "git" and info.get("url"):
         commit = vcs.get("commit_id") or vcs.get("requested_revision")
         return f"asczoo[demo] @ git+{info['url']}" + (f"@{commit}" if commit else "")
-    return f"asczoo[demo]=={__version__}"
+    requirement = f"asczoo[demo]=={__version__}"
+    if str(info.get("url", "")).startswith("file:"):
+        warnings.warn(f"this asczoo is installed from {info['url']}, which a Space cannot reach: its "
+                      f"requirements.txt names {requirement} from the package index; to run this copy, install "
+                      "asczoo from its git URL (pip install git+URL) before publishing, or edit requirements.txt",
+                      stacklevel=2)
+    return requirement
 
 
 def plugin_requirements(config: Mapping[str, Any]) -> list[str]:
