@@ -15,6 +15,7 @@ uses every core for one clip, so a second request would only slow the first down
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import shutil
@@ -165,6 +166,7 @@ def build_demo(model: Any, *, revision: str | None = None, device: str | None = 
 
         model = load_model(model, revision=revision, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     demo_model = DemoModel(model, title=title, threshold=threshold, hop_seconds=hop_seconds, smooth=smooth)
+    atexit.register(demo_model.close)  # a Space's app.py never calls close(); its working folder goes at exit
 
     def classify(path: str | None, progress=gr.Progress(track_tqdm=True)):
         from asczoo.data.audio import AudioError
